@@ -71,8 +71,7 @@ def test_loader_for_another_account_warns_and_does_nothing(drip):
     wait_status(drip, "ready")
     assert drip.track_js_requests == [TRACK_JS]
     assert drip.run("() => [driptag.account, _dcs.account]") == [ACCOUNT, ACCOUNT]
-    assert drip.warnings() == [f"[driptag] Drip account {ACCOUNT} is already on this page; the loader for account "
-                               "1111111 did nothing"]
+    assert drip.warnings() == [f"[driptag] Drip account {ACCOUNT} is already on this page; 1111111 was not loaded"]
 
 
 def test_drips_own_snippet_on_the_page_is_adopted(drip):
@@ -124,8 +123,8 @@ def test_public_entry_points_never_throw_into_the_page(drip):
     }""")
     assert result == ["driptag", "analytics", "driptag", "driptag"]
     assert drip.pushed() == []
-    assert drip.warnings() == ["[driptag] identify: the call was dropped because reading it failed",
-                               "[driptag] track: the call was dropped because reading it failed",
+    assert drip.warnings() == ["[driptag] identify: dropped, reading the call failed",
+                               "[driptag] track: dropped, reading the call failed",
                                "[driptag] ready: pass a function", "[driptag] consent: pass true or false"]
 
 
@@ -180,7 +179,7 @@ def test_analytics_next_instance_gets_the_plugin_registered(drip):
 def test_another_librarys_object_is_left_alone_with_a_warning(drip):
     drip.open(head="<script>window.analytics = {VERSION: '3.0.0', initialize: function () {}};</script>")
     assert drip.run("() => analytics.VERSION") == "3.0.0"
-    assert drip.warnings() == ["[driptag] window.analytics is another library's object; it was left alone (use window.driptag)"]
+    assert drip.warnings() == ["[driptag] window.analytics belongs to another library; use window.driptag"]
     drip.run("() => driptag.track('still works')")
     assert drip.received(1) == [["track", "still works", {}]]
 
@@ -226,7 +225,7 @@ def test_a_throwing_callback_does_not_escape(drip):
     drip.run("() => analytics.track('x', function () { throw new Error('caller bug'); })")
     drip.page.wait_for_timeout(100)
     assert drip.page_errors == []
-    assert "[driptag] a callback threw an error; it was ignored" in drip.warnings()
+    assert "[driptag] a callback threw; ignored" in drip.warnings()
 
 
 # §3.8 Consent
@@ -258,7 +257,7 @@ def test_at_most_1000_calls_wait_for_consent(drip):
     drip.run("() => { for (var i = 0; i < 1005; i++) analytics.track('e' + i); driptag.consent(true); }")
     received = drip.received(1000, timeout=15000)
     assert [command[1] for command in received] == [f"e{i}" for i in range(5, 1005)]
-    assert drip.warnings() == ["[driptag] more than 1000 calls are waiting for consent; the oldest are dropped"]
+    assert drip.warnings() == ["[driptag] over 1000 calls wait for consent; oldest dropped"]
 
 
 def test_consent_false_in_auto_mode_stops_bridging_and_true_restores_status(drip):
