@@ -123,8 +123,8 @@ def test_public_entry_points_never_throw_into_the_page(drip):
     }""")
     assert result == ["driptag", "analytics", "driptag", "driptag"]
     assert drip.pushed() == []
-    assert drip.warnings() == ["[driptag] identify: dropped, reading the call failed",
-                               "[driptag] track: dropped, reading the call failed",
+    assert drip.warnings() == ["[driptag] identify: dropped, an error occurred",
+                               "[driptag] track: dropped, an error occurred",
                                "[driptag] ready: pass a function", "[driptag] consent: pass true or false"]
 
 
