@@ -17,7 +17,7 @@ import click
 
 from .batch import build_batch
 from .files import write_atomically
-from .render import FORMATS, build_manifest, render
+from .render import FORMATS, build_manifest, check_nonce, render
 from .settings import Settings, SettingsError, python_names
 from .version import __version__
 
@@ -43,7 +43,7 @@ def _settings_options(command):
         click.option("--global", "global_name", help="Name of the analytics.js-style object [analytics]."),
         click.option("--keys", "key_style", type=click.Choice(["segment", "snake"]), help="Key style [segment]."),
         click.option("--consent", type=click.Choice(["auto", "required"]), help="Load at once, or after consent [auto]."),
-        click.option("--callback-timeout", "callback_timeout_ms", type=int,
+        click.option("--callback-timeout", "callback_timeout_ms",  # validated by Settings, like the others
                      help="Milliseconds before a callback runs without Drip's answer [300]."),
         click.option("--debug/--no-debug", "debug", default=None, help="Log every bridged call with console.debug."),
     ]
@@ -83,23 +83,30 @@ def build(settings_file: Path | None, fmt: str, no_minify: bool, nonce: str | No
         raise click.UsageError("--batch writes into --out-dir; -o is for one account")
     if bool(batch) != bool(out_dir):
         raise click.UsageError("--batch and --out-dir go together")
+    try:
+        check_nonce(nonce)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     given = {name: value for name, value in flags.items() if value is not None}
     base = _read_settings_file(settings_file) if settings_file else {}
     values = {**base, **given}
-    if values.get("api_token"):
-        click.echo(API_TOKEN_WARNING, err=True)
-        values.pop("api_token")
+    warned = []
+
+    def warn_api_token() -> None:  # once per run, whether the token came from a flag, a file or a CSV
+        if not warned:
+            click.echo(API_TOKEN_WARNING, err=True)
+            warned.append(True)
+
+    if values.pop("api_token", None):
+        warn_api_token()
     if batch:
-        return _build_batch(batch, out_dir, fmt, values, not no_minify, nonce, manifest)
+        return _build_batch(batch, out_dir, fmt, values, not no_minify, nonce, manifest, warn_api_token)
 
     try:
         settings = Settings.from_mapping({}, **values)
     except SettingsError as error:
         raise Failure(*(f"driptag: {problem.line('cli')}" for problem in error.problems)) from None
-    try:
-        code = render(settings, fmt, minify=not no_minify, nonce=nonce)
-    except ValueError as error:  # the nonce
-        raise click.UsageError(str(error)) from None
+    code = render(settings, fmt, minify=not no_minify, nonce=nonce)
     if output:
         write_atomically(output, code.encode("utf-8"))
     else:
@@ -109,7 +116,7 @@ def build(settings_file: Path | None, fmt: str, no_minify: bool, nonce: str | No
 
 
 def _build_batch(batch: Path, out_dir: Path, fmt: str, base: dict[str, Any], minify: bool,
-                 nonce: str | None, manifest: Path | None) -> None:
+                 nonce: str | None, manifest: Path | None, warn_api_token) -> None:
     if not batch.is_file():
         raise click.UsageError(f"--batch: {batch} is not a file")
 
@@ -120,7 +127,8 @@ def _build_batch(batch: Path, out_dir: Path, fmt: str, base: dict[str, Any], min
 
     try:
         result = build_batch(batch, out_dir, fmt, base=base, minify=minify, nonce=nonce,
-                             manifests=manifest is not None, note=_note, progress=progress)
+                             manifests=manifest is not None, note=_note, progress=progress,
+                             on_api_token=warn_api_token)
     except SettingsError as error:
         raise Failure(*(f"{batch}:1: {problem.line('json')}" for problem in error.problems)) from None
     except (UnicodeDecodeError, ValueError) as error:

@@ -53,6 +53,7 @@ def _environment() -> jinja2.Environment:
         auto_reload=False,
     )
     env.filters["js"] = script_json
+    env.filters["js_minified"] = _script_json_minified
     env.filters["attr"] = html_attribute
     return env
 
@@ -81,15 +82,32 @@ _MARKER = re.compile(r'"@@driptag:([a-z_]+)@@"')
 
 
 @functools.cache
+def _minified_boolean(value: bool) -> str:
+    """How minify() writes the literal true or false, learnt from minify() itself."""
+    written = re.fullmatch(r"x=(.+?);?\n", minify(f"x={script_json(value)}"))
+    if written is None:
+        raise RuntimeError("cannot tell how the minifier writes a boolean")
+    return written.group(1)
+
+
+def _script_json_minified(value: Any) -> Markup:
+    """script_json, with booleans written as minify() writes them: the minified template then gives
+    exactly what minifying the readable loader gives (the marker stood where the value now is)."""
+    if isinstance(value, bool):
+        return Markup(_minified_boolean(value))
+    return script_json(value)
+
+
+@functools.cache
 def _minified_template() -> jinja2.Template:
-    """loader.js.j2, minified once, with each value placed again through the |js filter."""
+    """loader.js.j2, minified once, with each value placed again through the |js_minified filter."""
     names = browser_context(Settings(account="1234567")).keys()
     marked = _environment().get_template("loader.js.j2").render({name: f"@@driptag:{name}@@" for name in names})
     pieces = _MARKER.split(minify(marked))
     source = []
     for index, piece in enumerate(pieces):
         if index % 2:
-            source.append("{{ %s|js }}" % piece)
+            source.append("{{ %s|js_minified }}" % piece)
         else:
             if "{% endraw %}" in piece:
                 raise RuntimeError("the minified loader cannot be made into a template")
@@ -98,10 +116,16 @@ def _minified_template() -> jinja2.Template:
 
 
 @functools.lru_cache(maxsize=4096)
+def _warn_api_token(settings: Settings) -> None:
+    """One warning per settings (not one per minified/readable variant): the token is ignored."""
+    warnings.warn("driptag: the API token is a server-side secret; it is not written into browser output",
+                  stacklevel=4)
+
+
+@functools.lru_cache(maxsize=4096)
 def _loader(settings: Settings, minified: bool) -> str:
     if settings.api_token:
-        warnings.warn("driptag: the API token is a server-side secret; it is not written into browser output",
-                      stacklevel=4)
+        _warn_api_token(settings)
     template = _minified_template() if minified else _environment().get_template("loader.js.j2")
     code = template.render(browser_context(settings))
     if _UNSAFE_IN_SCRIPT.search(code):  # cannot happen with escaped values; checked all the same
@@ -121,9 +145,14 @@ def render(settings: Settings, fmt: str = "js", *, minify: bool = True, nonce: s
         if nonce is not None:
             raise ValueError("a nonce belongs to the html format; for js put it on the page's <script src> tag")
         return code
+    check_nonce(nonce)
+    return _snippet_template().render(body=Markup(code), nonce=nonce)
+
+
+def check_nonce(nonce: str | None) -> None:
+    """ValueError unless `nonce` is None or 1 to 512 base64/base64url characters."""
     if nonce is not None and not (isinstance(nonce, str) and _NONCE.fullmatch(nonce)):
         raise ValueError("a CSP nonce is 1 to 512 base64 or base64url characters")
-    return _snippet_template().render(body=Markup(code), nonce=nonce)
 
 
 @functools.cache

@@ -86,12 +86,22 @@ def show(value: Any, limit: int = 40) -> str:
     return shown if len(text) <= limit else f"{shown}… ({len(text):,} characters)"
 
 
+def _key_label(key: Any) -> str:
+    """An unknown key as the label of its problem: control characters escaped, truncated, one line."""
+    text = str(key)
+    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:40])
+    return escaped if len(text) <= 40 else escaped + "…"
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     setting: str  # the Python name; front ends label it with LABELS
     message: str
+    as_written: bool = False  # `setting` is a key as the file wrote it (an unknown key): never relabelled
 
     def line(self, style: str = "python") -> str:
+        if self.as_written:
+            return f"{self.setting}: {self.message}"
         json_key, flag = LABELS.get(self.setting, (self.setting, "--" + self.setting))
         label = {"python": self.setting, "json": json_key, "cli": f"{json_key} ({flag})"}[style]
         return f"{label}: {self.message}"
@@ -128,14 +138,17 @@ def _token(value: Any) -> str | None:
         return None
     if isinstance(value, str) and _TOKEN.fullmatch(value):
         return value
-    shown = f"a value of {len(value):,} characters" if isinstance(value, str) else show(value)  # a secret
+    # A secret: never shown, whatever its type; only its length or type.
+    shown = f"a value of {len(value):,} characters" if isinstance(value, str) else f"a {type(value).__name__} value"
     raise ValueError(f"{shown} is not a Drip API token: 20 to 128 letters and digits")
 
 
 def _origin(value: Any) -> str:
     allowed = ("an https:// URL without query or fragment, like https://tag.getdrip.com "
                "(http:// only for localhost or 127.0.0.1)")
-    if not isinstance(value, str) or len(value) > 2000 or not value.isascii() or not value.isprintable():
+    # urlsplit silently drops leading white space: a value that has any is refused, not repaired.
+    if (not isinstance(value, str) or len(value) > 2000 or not value.isascii() or not value.isprintable()
+            or value != value.strip()):
         raise ValueError(f"{show(value)} is not allowed: {allowed}")
     try:
         parts = urlsplit(value)
@@ -156,8 +169,12 @@ def _origin(value: Any) -> str:
 def _global_name(value: Any) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         raise ValueError(f"{show(value)} is not allowed: an ASCII JavaScript identifier of at most 64 characters")
-    if value in RESERVED_WORDS or value in FORBIDDEN_GLOBALS:
-        raise ValueError(f"{show(value)} is not allowed: the page, the browser or Drip relies on that name")
+    if value in RESERVED_WORDS:
+        raise ValueError(f"{show(value)} is not allowed: it is a JavaScript reserved word; use another identifier, "
+                         "like analytics")
+    if value in FORBIDDEN_GLOBALS:
+        raise ValueError(f"{show(value)} is not allowed: the page, the browser or Drip relies on that name; "
+                         "use another identifier, like analytics")
     return value
 
 
@@ -260,7 +277,10 @@ def python_names(data: Mapping[str, Any], *, note: Callable[[str], None] | None 
             continue
         if name is None:
             known = ", ".join(sorted(k for k in JSON_KEYS if k != "token"))
-            problems.append(Problem(str(key), f"unknown setting {show(key)}; the settings are {known}"))
+            # The key names the problem, so it is escaped and truncated like any shown value.
+            hint = f" (the JSON key is {LABELS[key][0]})" if key in LABELS and key not in JSON_KEYS else ""
+            problems.append(Problem(_key_label(key), f"unknown setting {show(key)}{hint}; the settings are {known}",
+                                    as_written=True))
         elif name in values and values[name] != value:
             problems.append(Problem(name, "given twice (as apiToken and token) with different values"))
         else:
