@@ -22,8 +22,9 @@ import warnings
 from typing import Any
 
 import jinja2
-from calmjs.parse import es5
+from calmjs.parse import asttypes, es5
 from calmjs.parse.unparsers.es5 import minify_print
+from calmjs.parse.walkers import walk
 from markupsafe import Markup
 
 from .escaping import html_attribute, script_json
@@ -74,8 +75,13 @@ def browser_context(settings: Settings) -> dict[str, Any]:
 
 
 def minify(source: str) -> str:
-    """Remove comments and white space and shorten local names (calmjs.parse reads ES5)."""
-    return minify_print(es5(source), obfuscate=True, obfuscate_globals=False) + "\n"
+    """Remove comments and white space, shorten local names (calmjs.parse reads ES5), and write the
+    literals true and false as !0 and !1."""
+    program = es5(source)
+    for node in walk(program):
+        if isinstance(node, asttypes.Boolean):
+            node.value = "!0" if node.value == "true" else "!1"
+    return minify_print(program, obfuscate=True, obfuscate_globals=False, drop_semi=True) + "\n"
 
 
 _MARKER = re.compile(r'"@@driptag:([a-z_]+)@@"')
