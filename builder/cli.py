@@ -122,8 +122,12 @@ def _build_batch(batch: Path, out_dir: Path, fmt: str, base: dict[str, Any], min
 
     def progress(rows):
         if not sys.stderr.isatty():
-            return rows
-        return click.progressbar(rows, label="driptag", file=sys.stderr, show_pos=True).__enter__()
+            yield from rows
+            return
+        with open(batch, "rb") as stream:
+            length = max(sum(1 for _ in stream) - 1, 0)  # data lines, for the bar (multi-line cells are rare)
+        with click.progressbar(rows, length=length, label="driptag", file=sys.stderr, show_pos=True) as bar:
+            yield from bar
 
     try:
         result = build_batch(batch, out_dir, fmt, base=base, minify=minify, nonce=nonce,
