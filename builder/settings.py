@@ -115,22 +115,23 @@ class SettingsError(ValueError):
         super().__init__("; ".join(p.line() for p in self.problems))
 
 
-def _account(value: Any) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
+def _numeric_id(value: Any, pattern: re.Pattern[str], what: str) -> str:
+    """A Drip ID: a string of ASCII digits; a non-negative integer is accepted and turned into one."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         value = str(value)
-    if isinstance(value, str) and _ACCOUNT.fullmatch(value):
+    if isinstance(value, str) and pattern.fullmatch(value):
         return value
-    raise ValueError(f"{show(value)} is not a Drip account ID: 7 to 9 digits, like 83702741")
+    raise ValueError(f"{show(value)} is not {what}")
+
+
+def _account(value: Any) -> str:
+    return _numeric_id(value, _ACCOUNT, "a Drip account ID: 7 to 9 digits, like 83702741")
 
 
 def _campaign(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        value = str(value)
-    if isinstance(value, str) and _CAMPAIGN.fullmatch(value):
-        return value
-    raise ValueError(f"{show(value)} is not a Drip campaign ID: 1 to 20 digits, like 1234567")
+    return _numeric_id(value, _CAMPAIGN, "a Drip campaign ID: 1 to 20 digits, like 1234567")
 
 
 def _token(value: Any) -> str | None:
