@@ -41,8 +41,8 @@ def _settings_options(command):
         click.option("--api-token", "api_token", help="Server-side secret: never written into browser output."),
         click.option("--script-origin", "script_origin", help="Where track.js comes from [https://tag.getdrip.com]."),
         click.option("--global", "global_name", help="Name of the analytics.js-style object [analytics]."),
-        click.option("--keys", "key_style", type=click.Choice(["segment", "snake"]), help="Key style [segment]."),
-        click.option("--consent", type=click.Choice(["auto", "required"]), help="Load at once, or after consent [auto]."),
+        click.option("--keys", "key_style", metavar="segment|snake", help="Key style [segment]."),
+        click.option("--consent", metavar="auto|required", help="Load at once, or after consent [auto]."),
         click.option("--callback-timeout", "callback_timeout_ms",  # validated by Settings, like the others
                      help="Milliseconds before a callback runs without Drip's answer [300]."),
         click.option("--debug/--no-debug", "debug", default=None, help="Log every bridged call with console.debug."),
@@ -182,6 +182,12 @@ def demo(account: str, campaign_id: str | None, host: str, port: int, drip: str)
         raise Failure(*(f"driptag: {problem.line('cli')}" for problem in error.problems)) from None
 
 
+def _one_line(message: str, limit: int = 300) -> str:
+    """click's own messages quote the offending value: keep them on one short line."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message[:limit])
+    return text if len(message) <= limit else text + "…"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `driptag` console script."""
     warnings.simplefilter("ignore")  # the CLI prints its own warnings
@@ -194,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "driptag"
-        click.echo(f"driptag: {error.format_message()} (see '{command} --help')", err=True)
+        click.echo(f"driptag: {_one_line(error.format_message())} (see '{command} --help')", err=True)
         return 2
     except click.Abort:
         click.echo("driptag: interrupted", err=True)
         return 1
     except click.ClickException as error:
-        click.echo(f"driptag: {error.format_message()}", err=True)
+        click.echo(f"driptag: {_one_line(error.format_message())}", err=True)
         return 2
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""

@@ -66,12 +66,21 @@ def browser_context(settings: Settings) -> dict[str, Any]:
         "account": settings.account,
         "campaign_id": settings.campaign_id,
         "script_url": settings.script_url,
+        "script_selector": track_js_selector(settings.script_url),
         "global_name": settings.global_name,
         "snake_keys": settings.key_style == "snake",
         "consent_required": settings.consent == "required",
         "callback_timeout_ms": settings.callback_timeout_ms,
         "debug": settings.debug,
     }
+
+
+def track_js_selector(script_url: str) -> str:
+    """A CSS selector for a <script> whose src is track.js, with or without the scheme (Drip's own snippet
+    omits it). Characters outside a validated URL's set are CSS-escaped, so the selector is always valid."""
+    tail = script_url.split(":", 1)[-1]
+    escaped = "".join(c if re.fullmatch(r"[A-Za-z0-9./:_~-]", c) else "\\%x " % ord(c) for c in tail)
+    return f'script[src$="{escaped}"]'
 
 
 def minify(source: str) -> str:

@@ -80,7 +80,7 @@ def test_zero_revenue_sets_no_value(pushes):
 def test_revenue_beyond_drips_range_leaves_value_out_with_a_warning(pushes, drip):
     expect(pushes("analytics.track('Bought', {revenue: 99999999}); analytics.track('Refund', {revenue: -5})"),
            [["track", "Bought", {"revenue": 99999999}], ["track", "Refund", {"revenue": -5}]], "out-of-range revenue")
-    assert sum(w == "[driptag] track: revenue out of Drip's range; no value sent" for w in drip.warnings()) == 2, drip.warnings()
+    assert sum(w == "[driptag] track: revenue out of range; no value sent" for w in drip.warnings()) == 2, drip.warnings()
 
 
 def test_spaces_in_property_keys_become_underscores(pushes):

@@ -214,7 +214,7 @@ def test_the_browser_context_never_holds_the_api_token():
     token = "BrowserContextToken0001"
     context = browser_context(Settings(account=ACCOUNT, api_token=token))
     assert sorted(context) == ["account", "callback_timeout_ms", "campaign_id", "consent_required", "debug",
-                               "global_name", "script_url", "snake_keys", "version"], f"context keys: {sorted(context)}"
+                               "global_name", "script_selector", "script_url", "snake_keys", "version"], f"context keys: {sorted(context)}"
     assert token not in repr(context)
 
 
