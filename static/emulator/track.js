@@ -420,14 +420,16 @@
       document.cookie = cookieName + "=vid=" + vid + "; path=/; max-age=63072000; SameSite=Lax";
     }
 
-    // 12. Report an answered record to the collector; POSTs are chained so they arrive in order.
+    // 12. Report answered records to the collector. One POST at a time, so they arrive in order; the
+    // records answered meanwhile go together in the next POST (a JSON list, at most ~60 KB).
+    var unsent = [], posting = false;
+
     function report(record) {
       if (!config.collector || typeof window.fetch !== "function" || typeof window.Promise !== "function") {
         return;
       }
-      var body;
       try {
-        body = JSON.stringify({
+        unsent.push(JSON.stringify({
           seq: record.seq,
           account: record.account,
           command: record.command,
@@ -435,25 +437,35 @@
           response: record.response,
           page: pageId,
           url: String(window.location.href)
-        });
+        }));
       } catch (e) {
         logError("report not serialisable", e);
         return;
       }
-      var send = function () {
-        try {
-          return window.fetch(config.collector, {
-            method: "POST",
-            headers: { "Content-Type": "application/json" },
-            body: body,
-            keepalive: true,
-            credentials: "same-origin"
-          }).then(null, swallow);
-        } catch (e) {
-          return undefined;
-        }
-      };
-      state.reporting = (state.reporting || window.Promise.resolve()).then(send, send).then(null, swallow);
+      if (!posting) postUnsent();
+    }
+
+    function postUnsent() {
+      var batch = [], size = 2;
+      while (unsent.length && (!batch.length || size + unsent[0].length < 60000)) {
+        size += unsent[0].length + 1;
+        batch.push(unsent.shift());
+      }
+      posting = batch.length > 0;
+      if (!posting) return;
+      var next = function () { postUnsent(); };
+      var body = "[" + batch.join(",") + "]";
+      try {
+        window.fetch(config.collector, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: body,
+          keepalive: body.length < 20000, // survives the page's unload; Chromium caps keepalive bodies at 64 KiB
+          credentials: "same-origin"
+        }).then(next, next);
+      } catch (e) {
+        next();
+      }
     }
   }
 
@@ -613,10 +625,6 @@
       }
     }
     return out.slice(0, length);
-  }
-
-  function swallow() {
-    return undefined;
   }
 
   function logError(what, error) {
