@@ -69,6 +69,20 @@ class Site:
         self._server.shutdown()
 
 
+@pytest.fixture
+def run(capsys, tmp_path, monkeypatch):
+    """Run `driptag ARGS` in-process, in a fresh folder (tmp_path); return (status, stdout, stderr lines)."""
+    from builder.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def driptag(*args: str) -> tuple[int, str, list[str]]:
+        status = main(list(args))
+        out, err = capsys.readouterr()
+        return status, out, err.splitlines()
+    return driptag
+
+
 @pytest.fixture(scope="session")
 def site() -> Iterator[Site]:
     server = Site()

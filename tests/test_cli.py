@@ -14,23 +14,11 @@ import pytest
 import builder
 from builder import Settings, build_manifest, render
 from builder import cli
-from builder.cli import API_TOKEN_WARNING, main
+from builder.cli import API_TOKEN_WARNING
 
 ACCOUNT = "83702741"
 TOKEN = "bmrdc6hczyn8yss8o8td"
 KNOWN = "account, apiToken, callbackTimeout, campaignId, consent, debug, globalName, keyStyle, scriptOrigin"
-
-
-@pytest.fixture
-def run(capsys, tmp_path, monkeypatch):
-    """Run `driptag ARGS` in-process, in a fresh folder; return (status, stdout, stderr lines)."""
-    monkeypatch.chdir(tmp_path)
-
-    def driptag(*args: str) -> tuple[int, str, list[str]]:
-        status = main(list(args))
-        out, err = capsys.readouterr()
-        return status, out, err.splitlines()
-    return driptag
 
 
 def files_in(folder: Path) -> list[str]:

@@ -25,7 +25,7 @@ import os
 import pytest
 
 from builder import Settings, render
-from builder.cli import API_TOKEN_WARNING, main
+from builder.cli import API_TOKEN_WARNING
 from builder.render import browser_context, track_js_selector
 
 render_module = importlib.import_module("builder.render")
@@ -60,18 +60,6 @@ SETTINGS = {
     "callbackTimeout": ("--callback-timeout", "300"),
     "debug": (None, "true"),  # a boolean flag: a value comes only from a settings file
 }
-
-
-@pytest.fixture
-def run(capsys, tmp_path, monkeypatch):
-    """`driptag ARGS` in-process in a fresh folder holding an earlier build; (status, stdout, stderr lines)."""
-    monkeypatch.chdir(tmp_path)
-
-    def driptag(*args: str) -> tuple[int, str, list[str]]:
-        status = main(list(args))
-        out, err = capsys.readouterr()
-        return status, out, err.splitlines()
-    return driptag
 
 
 EARLIER = {"drip.js": b"// the earlier build\n\x00\xff", "drip.json": b'{"earlier": true}\n'}
