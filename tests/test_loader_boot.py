@@ -296,3 +296,10 @@ def test_debug_logs_every_bridged_call(drip):
     drip.open(Settings(account=ACCOUNT, debug=True))
     drip.run("() => analytics.track('seen')")
     assert drip.console == [("debug", "[driptag] [track, seen, Object]")], drip.console
+
+
+def test_debug_can_be_switched_on_and_off_at_run_time(drip):
+    drip.open()
+    drip.run("() => { analytics.track('quiet'); driptag.debug(true); analytics.track('logged'); "
+             "analytics.debug(false); analytics.track('quiet again'); }")
+    assert drip.console == [("debug", "[driptag] [track, logged, Object]")], drip.console

@@ -53,6 +53,13 @@ def test_revenue_number_is_rounded_to_whole_cents(pushes):
            "revenue 19.99 (19.99 * 100 is 1998.9999999999998 in floating point)")
 
 
+def test_revenue_cents_are_math_round_of_revenue_times_100(pushes):
+    # SPEC §3.6.3: Math.round(revenue * 100). 0.29 * 100 is 28.999999999999996 (not truncated to 28);
+    # 1.005 * 100 is 100.49999999999999, which rounds to 100, as Segment's integration computes it.
+    expect(pushes("analytics.track('A', {revenue: '0.29'}); analytics.track('B', {revenue: 1.005})"),
+           [["track", "A", {"value": 29}], ["track", "B", {"value": 100}]], "revenue 0.29 and 1.005")
+
+
 def test_revenue_with_dollar_sign_is_parsed(pushes):
     expect(pushes("analytics.track('Bought', {revenue: '$1,5'})"), [["track", "Bought", {"value": 100}]],
            "revenue '$1,5' (parseFloat stops at the comma)")
