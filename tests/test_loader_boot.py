@@ -171,6 +171,13 @@ def test_segment_stub_with_write_key_gets_the_plugin_registered(drip):
         == [True, 1, "register", True]
 
 
+def test_segment_stub_after_load_without_write_key_gets_the_plugin_registered(drip):
+    # Segment's snippet 4.1.0: analytics.load(KEY) sets _loadOptions (not _writeKey) and fetches Analytics.js.
+    drip.open(head="<script>window.analytics = []; analytics._loadOptions = undefined;</script>")
+    assert drip.run("() => [Array.isArray(analytics), analytics.length, analytics[0][0], analytics[0][1] === driptag.plugin]") \
+        == [True, 1, "register", True]
+
+
 def test_analytics_next_instance_gets_the_plugin_registered(drip):
     drip.open(head="<script>window.registered = []; window.analytics = {register: function (p) { registered.push(p); return Promise.resolve(); }};</script>")
     assert drip.run("() => registered.length === 1 && registered[0] === driptag.plugin && analytics.track === undefined")

@@ -155,6 +155,13 @@ def test_identify_without_email_pushes_nothing(pushes):
     expect(pushes("analytics.identify('user-1', {name: 'Ann'})"), [], "identify without email")
 
 
+def test_identify_without_email_warns_only_in_debug_mode(drip):
+    drip.open(spy=True, hold=True)
+    drip.run("() => { analytics.identify('user-1'); driptag.debug(true); analytics.identify('user-1'); }")
+    assert drip.pushed() == []
+    assert drip.warnings() == ["[driptag] identify: no email; not sent"], drip.warnings()
+
+
 def test_identify_with_email_trait_sends_id_and_user_id(pushes):
     expect(pushes("analytics.identify('user-1', {email: 'ann@example.com', name: 'Ann'})"),
            [["identify", {"email": "ann@example.com", "name": "Ann", "id": "user-1", "user_id": "user-1"}]],
