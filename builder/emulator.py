@@ -20,19 +20,18 @@ from __future__ import annotations
 import collections
 import copy
 import functools
-import importlib.resources
 import json
 import math
 import re
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from .escaping import script_json
+from .resources import resource_dir
 
 __all__ = [
     "COLLECTOR_PATH",
@@ -62,15 +61,7 @@ bp = Blueprint("emulator", __name__, url_prefix="/emulator")
 @functools.cache
 def _track_js() -> str:
     """The text of static/emulator/track.js (read once)."""
-    try:
-        resource = importlib.resources.files("builder.static.emulator").joinpath("track.js")
-        if resource.is_file():
-            return resource.read_text(encoding="utf-8")
-    except (ImportError, OSError, TypeError):
-        pass
-    # Running from the source tree (PYTHONPATH), where builder.static is not mapped to static/.
-    path = Path(__file__).resolve().parent.parent / "static" / "emulator" / "track.js"
-    return path.read_text(encoding="utf-8")
+    return (resource_dir("static", "emulator") / "track.js").read_text(encoding="utf-8")
 
 
 def _delay(name: str, value: Any) -> int | float:
