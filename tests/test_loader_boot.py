@@ -310,3 +310,13 @@ def test_debug_can_be_switched_on_and_off_at_run_time(drip):
     drip.run("() => { analytics.track('quiet'); driptag.debug(true); analytics.track('logged'); "
              "analytics.debug(false); analytics.track('quiet again'); }")
     assert drip.console == [("debug", "[driptag] [track, logged, Object]")], drip.console
+
+
+def test_track_js_preloaded_by_the_page_is_requested_once(drip):
+    # The README's tip: <link rel="preload"> has the browser fetch track.js while it parses the page;
+    # the loader's own <script> then uses that response instead of a second request.
+    drip.open(fmt="html", head=f'<link rel="preload" as="script" href="{TRACK_JS}">',
+              after="<script>analytics.track('preloaded');</script>")
+    wait_status(drip, "ready")
+    assert drip.received(1) == [["track", "preloaded", {}]]
+    assert drip.track_js_requests == [TRACK_JS], drip.track_js_requests
