@@ -33,6 +33,25 @@ def test_loader_requests_track_js_once_for_the_account(drip):
     assert drip.run("() => window._dcs.account") == ACCOUNT
 
 
+# Records, when a script element for Drip's host is inserted, whether window.driptag exists yet.
+RECORD_INSERTION = """<script>
+window.__insertions = [];
+var append = Node.prototype.appendChild;
+Node.prototype.appendChild = function (node) {
+  if (node.src && node.src.indexOf("tag.getdrip.com") !== -1) window.__insertions.push(typeof window.driptag);
+  return append.apply(this, arguments);
+};
+</script>"""
+
+
+@pytest.mark.parametrize("fmt", ["js", "html"])
+def test_track_js_is_requested_before_the_api_is_built(drip, fmt):
+    drip.open(fmt=fmt, head=RECORD_INSERTION)
+    wait_status(drip, "ready")
+    assert drip.run("() => window.__insertions") == ["undefined"], \
+        "track.js was not inserted once, before window.driptag was built (SPEC §3.1.3)"
+
+
 def test_identify_and_track_reach_drip_after_it_replaced_the_queue(drip):
     drip.open()
     wait_status(drip, "ready")

@@ -82,6 +82,11 @@ def test_minified_output_equals_minifying_the_readable_render_for_hostile_values
     assert render(settings, "js") == minify(render(settings, "js", minify=False))
 
 
+def test_minifier_joins_consecutive_var_statements_and_writes_booleans_short():
+    assert minify("function f(a) { var x = true; var y = false; if (a) { var z; var w; } return [x, y, z, w]; }") == \
+        "function f(e){var c=!0,b=!1;if(e){var a,d}return[c,b,a,d]}\n"
+
+
 def test_unknown_format_is_an_error():
     with pytest.raises(ValueError) as caught:
         render(Settings(account=ACCOUNT), "css")
