@@ -21,18 +21,22 @@ What is measured (all offline: pages come from 127.0.0.1, every other host fails
       snippet is identical, so this is the same comparison without the navigation's noise (the target
       is judged on the difference of these medians);
     * s0 -> s1: main-thread time to parse, compile and run the snippet.
-  A third page, driptag's loader after a <link rel="preload" as="script"> for track.js (the README's tip),
-  is loaded in the same rotation: its track.js request is reported next to Drip's snippet too.
+  Two more pages are loaded in the same rotation, their track.js request reported next to Drip's snippet:
+    * driptag's loader after a <link rel="preload" as="script"> for track.js (the README's tip);
+    * "why": Drip's snippet followed, in its element, by the loader's code in a function that is never
+      called. The browser requests track.js while the snippet inserts its element, but V8 parses the whole
+      script before any of it runs: this page's delay is what parsing the loader costs, the part of
+      driptag's gap that no order of statements inside one element can remove.
   Pages are cross-origin isolated (COOP/COEP), so performance.now() has 5 us resolution rather than 100 us,
   and V8's in-memory compilation cache is off (--js-flags=--no-compilation-cache): every load compiles the
   loader as a first visit does. Two runs of these loads:
     * [Playwright]: driven by Playwright, Drip's host routed to a stub track.js;
     * [no DevTools]: the same pages in a chromium-headless-shell that no DevTools client is attached to
       (each page posts its figures to the server and loads the next one). Playwright drives Chromium
-      through the DevTools protocol, and with it attached the insertion of the track.js element takes
-      longer before the request starts, more so from a bigger script (measured: it widens driptag's gap
-      to Drip's snippet by about half a millisecond on the machine of the README); a visitor's browser
-      has no DevTools client. Drip's host fails to resolve there, for both snippets alike.
+      through the DevTools protocol, and with it attached a bigger script takes longer before the request
+      starts (measured: it widens driptag's gap to Drip's snippet by about half a millisecond on the
+      machine of the README); a visitor's browser has no DevTools client. Drip's host fails to resolve
+      there, for both snippets alike.
 - per bridged call (Playwright): a page with the loader and a track.js stub that never replaces the _dcq
   array (as Drip's track.js does until its configuration arrives), 10,000 analytics.identify(...) and
   10,000 analytics.track(...) calls, next to 10,000 bare _dcq.push([...]); median (and min-max) of REPS
@@ -89,6 +93,12 @@ DRIP_SNIPPET = """<script type="text/javascript">
     s.parentNode.insertBefore(dc, s);
   })();
 </script>"""
+
+def drip_snippet_then_unrun_loader(loader_js: str) -> str:
+    """Drip's snippet followed, in its element, by the loader's code in a function that is never called:
+    its track.js request comes later than the snippet's alone by what parsing the loader's code costs."""
+    return DRIP_SNIPPET.replace("</script>", f"function driptagNeverCalled() {{\n{loader_js}}}\n</script>")
+
 
 # The README's tip for pages that want track.js as early as possible: the browser's preload scanner requests
 # it while parsing the page, and the loader's <script> for it then uses that response (one request).
@@ -277,13 +287,10 @@ def browser(settings, loads: int) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     snippets = {"driptag": render(settings, "html"), "drip": DRIP_SNIPPET,
-                "preload": PRELOAD_LINK + render(settings, "html")}
-    site = Site({
-        "driptag": page_html(snippets["driptag"]),
-        "drip": page_html(snippets["drip"]),
-        "preload": page_html(snippets["preload"]),
-        "calls": page_html(snippets["driptag"], marks=False),
-    })
+                "preload": PRELOAD_LINK + render(settings, "html"),
+                "parse": drip_snippet_then_unrun_loader(render(settings, "js"))}
+    site = Site({**{name: page_html(snippet) for name, snippet in snippets.items()},
+                 "calls": page_html(snippets["driptag"], marks=False)})
     try:
         with sync_playwright() as playwright:
             chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
@@ -302,9 +309,9 @@ def browser(settings, loads: int) -> dict[str, Any]:
 def page_loads(chromium, site: Site, loads: int) -> dict[str, Any]:
     page = chromium.new_page()
     page.route("**/tag.getdrip.com/**", serve_stub)
-    raw: dict[str, list[dict[str, Any]]] = {"driptag": [], "drip": [], "preload": []}
+    raw: dict[str, list[dict[str, Any]]] = {"driptag": [], "drip": [], "preload": [], "parse": []}
     for index in range(WARM_UP + loads):
-        for name in raw:  # alternate: driptag, drip, preload, driptag, drip, ...
+        for name in raw:  # alternate: driptag, drip, preload, parse, driptag, drip, ...
             page.goto(f"{site.url}/{name}?load={index}", wait_until="load")
             figures = page.evaluate(LOAD_FIGURES)
             if not figures["isolated"] or figures["url"] is None:
@@ -325,8 +332,9 @@ def summarise_loads(raw: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                                 for key in LOAD_KEYS}
     out["after_drip_ms"] = (out["driptag"]["snippet_to_request"]["median"]
                             - out["drip"]["snippet_to_request"]["median"])
-    out["preload_after_drip_ms"] = (out["preload"]["snippet_to_request"]["median"]
-                                    - out["drip"]["snippet_to_request"]["median"])
+    for name in ("preload", "parse"):
+        out[f"{name}_after_drip_ms"] = (out[name]["snippet_to_request"]["median"]
+                                        - out["drip"]["snippet_to_request"]["median"])
     return out
 
 
@@ -539,6 +547,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
              f"≤ +{t['request_after_drip_ms']}", met(loads["after_drip_ms"] <= t["request_after_drip_ms"])),
             (f"[{label}] main thread: parse + run the inline snippet, ms", ms(loads["driptag"]["evaluate"]),
              ms(loads["drip"]["evaluate"]), "", ""),
+            (f"[{label}] why: Drip's snippet + the loader's code never run (parsing it): requested after"
+             " Drip's snippet alone, ms", f"{loads['parse_after_drip_ms']:+.2f}", "", "", ""),
             (f"[{label}] with <link rel=preload> for track.js: requested after Drip's snippet would, ms",
              f"{loads['preload_after_drip_ms']:+.2f}", "", "", ""),
         ]
