@@ -123,6 +123,13 @@ def test_status_is_failed_when_track_js_throws_while_running(drip):
     wait_status(drip, "failed")
 
 
+def test_status_is_read_only(drip):
+    drip.open()
+    wait_status(drip, "ready")
+    assert drip.run("() => { driptag.status = 'failed'; return driptag.status; }") == "ready", \
+        "an assignment changed driptag.status"
+
+
 def test_ready_runs_each_function_once_when_drip_is_ready(drip):
     drip.open(after="<script>window.calls = []; driptag.ready(function () { calls.push(driptag.status); });</script>",
               fmt="html")
