@@ -87,7 +87,7 @@ def minify(source: str) -> str:
     """Remove comments and white space, shorten local names (calmjs.parse reads ES5), and rewrite what
     has a shorter equal: true and false as !0 and !1, and consecutive var statements as one."""
     program = es5(source)
-    for node in walk(program):
+    for node in [program, *walk(program)]:  # walk() does not yield the program itself
         if isinstance(node, asttypes.Boolean):
             node.value = "!0" if node.value == "true" else "!1"
         elif isinstance(node, asttypes.FuncBase):

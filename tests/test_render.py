@@ -85,6 +85,7 @@ def test_minified_output_equals_minifying_the_readable_render_for_hostile_values
 def test_minifier_joins_consecutive_var_statements_and_writes_booleans_short():
     assert minify("function f(a) { var x = true; var y = false; if (a) { var z; var w; } return [x, y, z, w]; }") == \
         "function f(e){var c=!0,b=!1;if(e){var a,d}return[c,b,a,d]}\n"
+    assert minify("var x = 1; var y; f(); var z;") == "var x=1,y;f();var z\n"
 
 
 def test_unknown_format_is_an_error():
