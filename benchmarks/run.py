@@ -94,6 +94,7 @@ DRIP_SNIPPET = """<script type="text/javascript">
   })();
 </script>"""
 
+
 def drip_snippet_then_unrun_loader(loader_js: str) -> str:
     """Drip's snippet followed, in its element, by the loader's code in a function that is never called:
     its track.js request comes later than the snippet's alone by what parsing the loader's code costs."""

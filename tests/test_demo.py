@@ -454,26 +454,35 @@ def test_the_app_never_runs_with_debug():
     assert create_app({"DEBUG": True}).debug is False
 
 
-def test_run_demo_serves_threaded_without_debugger_and_prints_the_url(monkeypatch, capsys):
+@pytest.fixture
+def started(monkeypatch) -> dict:
+    """run_demo with a stand-in for werkzeug's make_server: what it was given, and whether it was closed."""
     import builder.demo as demo_module
 
-    started = {}
+    started: dict = {"closed": False}
 
     class FakeServer:
-        server_port = 5123
+        def __init__(self, port: int) -> None:
+            self.server_port = port
 
-        def serve_forever(self):
-            raise KeyboardInterrupt
+        def serve_forever(self) -> None:
+            raise KeyboardInterrupt  # as when the user presses Ctrl-C
 
-        def server_close(self):
+        def server_close(self) -> None:
             started["closed"] = True
 
     def fake_make_server(host, port, app, **kwargs):
         started.update(host=host, port=port, app=app, **kwargs)
-        return FakeServer()
+        return FakeServer(port)
 
     monkeypatch.setattr(demo_module, "make_server", fake_make_server)
-    demo_module.run_demo(account="83702741", campaign_id=None, host="127.0.0.1", port=5123, drip="emulator")
+    return started
+
+
+def test_run_demo_serves_threaded_without_debugger_and_prints_the_url(started, capsys):
+    from builder.demo import run_demo
+
+    run_demo(account="83702741", campaign_id=None, host="127.0.0.1", port=5123, drip="emulator")
     assert isinstance(started["app"], Flask) and started["app"].debug is False
     assert started["threaded"] is True
     assert "use_debugger" not in started or started["use_debugger"] is False
@@ -488,23 +497,10 @@ def test_run_demo_serves_threaded_without_debugger_and_prints_the_url(monkeypatc
     assert client.get("/emulator/83702741.js").data.count(b"7654321") == 1
 
 
-def test_run_demo_on_all_interfaces_keeps_the_emulator_on_loopback(monkeypatch):
-    import builder.demo as demo_module
+def test_run_demo_on_all_interfaces_keeps_the_emulator_on_loopback(started):
+    from builder.demo import run_demo
 
-    started = {}
-
-    class FakeServer:
-        server_port = 5124
-
-        def serve_forever(self):
-            raise KeyboardInterrupt
-
-        def server_close(self):
-            pass
-
-    monkeypatch.setattr(demo_module, "make_server",
-                        lambda host, port, app, **kw: started.update(app=app) or FakeServer())
-    demo_module.run_demo(account="83702741", campaign_id="1234", host="0.0.0.0", port=5124, drip="emulator")
+    run_demo(account="83702741", campaign_id="1234", host="0.0.0.0", port=5124, drip="emulator")
     client = started["app"].test_client()
     body = client.get("/drip.js", base_url="http://192.168.1.20:5124").data
     assert b"http://127.0.0.1:5124/emulator/83702741.js" in body
