@@ -54,6 +54,14 @@ def demo_server() -> Iterator[Served]:
 
 
 @pytest.fixture(scope="module")
+def slow_server() -> Iterator[Served]:
+    """The emulator answering after 800 ms: later than the loader's 300 ms callback timeout."""
+    from builder.demo import create_app
+
+    yield from serve(create_app({"DEMO_ACCOUNT": ACCOUNT, "DRIP_EMULATOR_LATENCY_MS": 800}))
+
+
+@pytest.fixture(scope="module")
 def real_server() -> Iterator[Served]:
     from builder.demo import create_app
 
@@ -235,6 +243,22 @@ def test_integrations_option_turns_drip_off_for_one_call(demo: DemoPage):
     demo.track(event="Shown", integrations='{"All": false, "Drip": true}')
     expect(demo.received("track")).to_contain_text("Shown")
     expect(demo.received("track")).to_have_count(1)
+
+
+def test_campaign_override_does_not_turn_drip_back_on_when_all_is_false(demo: DemoPage):
+    demo.open()
+    demo.identify(email="ada@example.com", integrations='{"All": false}', campaign=CAMPAIGN)
+    expect(demo.page.locator("#identify-campaign-error")).to_contain_text("Drip is off for this call")
+    expect(demo.dcq_log.locator(".entry.call")).to_have_count(0)  # nothing was called, nothing pushed
+
+
+def test_an_answer_after_the_timeout_leaves_the_callback_at_the_timeout(page: Page, slow_server: Served):
+    demo = DemoPage(page, slow_server).open()
+    demo.identify(email="ada@example.com", campaign="none")
+    call = demo.dcq_log.locator(".entry.call")
+    expect(call.locator(".push .answer")).to_have_text("success (after the timeout)")
+    expect(call.locator(".outcome")).to_have_attribute("data-outcome", "timeout")
+    assert demo.page_errors == [], f"the page threw: {demo.page_errors}"
 
 
 def test_invalid_json_shows_an_error_next_to_the_field_and_sends_nothing(demo: DemoPage):

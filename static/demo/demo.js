@@ -305,12 +305,15 @@
       var campaign = readCampaign(campaignField);
       var doubleOptin = $("identify-double-optin").value;
       if (integrations && (campaign !== undefined || doubleOptin)) {
-        if (integrations.Drip === false) {
+        // SPEC §3.3: an object at integrations.Drip turns Drip on, so the override must not be added to a
+        // call that has Drip off (Drip: false, or All: false without Drip: true).
+        var dripObject = integrations.Drip && typeof integrations.Drip === "object" && !Array.isArray(integrations.Drip);
+        if (integrations.Drip === false || integrations.All === false && integrations.Drip !== true && !dripObject) {
           showError(campaignField.value.trim() ? campaignField : $("identify-integrations"),
-            "integrations.Drip is false, so Drip is off for this call: remove it to use the campaign or double opt-in.");
+            "Drip is off for this call (integrations.Drip is false, or All is false without Drip: true): " +
+            "turn it on to use the campaign or double opt-in.");
         } else {
-          var drip = integrations.Drip && typeof integrations.Drip === "object" && !Array.isArray(integrations.Drip) ?
-            shallowCopy(integrations.Drip) : {};
+          var drip = dripObject ? shallowCopy(integrations.Drip) : {};
           if (campaign !== undefined) drip.campaignId = campaign;
           if (doubleOptin) drip.doubleOptin = doubleOptin === "true";
           integrations.Drip = drip;
@@ -410,6 +413,8 @@
         if (call.callbackRan) return;
         call.callbackRan = true;
         call.callbackAfter = now() - call.t;
+        // Decided now: an answer that comes later does not make the callback "after Drip's answer".
+        call.answeredFirst = call.pushes.some(function (p) { return p.answer === "success" || p.answer === "failure"; });
         updateCall(call);
         pollSoon();
       };
@@ -527,7 +532,7 @@
       outcome.setAttribute("data-outcome", "waiting");
       item.appendChild(outcome);
       addEntry(dcqLog, item);
-      return { item: item, list: list, notes: notes, outcome: outcome, pushViews: [] };
+      return { item: item, list: list, notes: notes, outcome: outcome };
     }
 
     function updateCall(call) {
@@ -544,9 +549,8 @@
       }
       var outcome = view.outcome;
       if (call.callbackRan) {
-        var answered = call.pushes.some(function (p) { return p.answer === "success" || p.answer === "failure"; });
         var ms = Math.round(call.callbackAfter) + " ms";
-        if (answered) {
+        if (call.answeredFirst) {
           outcome.textContent = "callback ran after Drip's answer, " + ms + " after the call";
           outcome.setAttribute("data-outcome", "answered");
         } else {
