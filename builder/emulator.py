@@ -190,11 +190,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number as a float; one beyond a double's range (1e400) would be served back as Infinity."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is beyond a double's range")
+    return value
+
+
 @bp.post("/events")
 def post_events():
-    mimetype = request.mimetype
-    if mimetype not in _JSON_TYPES and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
-        return _error(400, "the body must be JSON, sent as Content-Type: application/json")
     # The declared Content-Length first. Then the body as actually read: the limit is set for this
     # request only (Flask 3.1), one byte above the allowed size, so a streamed (chunked) body is
     # read up to that one extra byte, which proves it too large (werkzeug's max-limited stream
@@ -211,10 +216,13 @@ def post_events():
         return _error(400, "the body ended early")
     if len(data) > MAX_BODY_BYTES:
         return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    mimetype = request.mimetype  # checked after the size: an oversized body is 413 whatever its type
+    if mimetype not in _JSON_TYPES and not (mimetype.startswith("application/") and mimetype.endswith("+json")):
+        return _error(400, "the body must be JSON, sent as Content-Type: application/json")
     if not data:
         return _error(400, "the body is empty; send a report object or a list of them")
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return _error(400, f"the body is not valid JSON: {_short(exc)}")
     if _nesting(value) > MAX_NESTING:

@@ -164,6 +164,12 @@ def test_body_over_64_kib_by_content_length_is_413(client):
     assert client.get(URL).get_json() == []
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", None])
+def test_body_over_64_kib_is_413_whatever_its_content_type(client, content_type):
+    response = client.post(URL, data=padded(MAX_BODY_BYTES + 1), content_type=content_type)
+    assert_error(response, 413, "larger than 65536 bytes")
+
+
 def test_declared_content_length_over_64_kib_is_413_before_reading(client):
     for declared in (MAX_BODY_BYTES + 1, MAX_BODY_BYTES + 2, 10**12):
         response = client.post(URL, data=b"{}", content_type="application/json",
@@ -238,6 +244,17 @@ def test_malformed_json_is_400(client, body):
     assert response.status_code == 400, f"{body[:40]!r}: {response.status_code} {response.get_data()[:200]!r}"
     assert isinstance(response.get_json().get("error"), str), response.get_json()
     assert client.get(URL).get_json() == []
+
+
+def test_a_number_beyond_a_doubles_range_is_400_and_what_is_served_stays_json(client):
+    assert post(client, {"account": "83702741", "x": 1.5}).status_code == 200
+    assert_error(post(client, b'{"account": "83702741", "x": 1e400}'), 400, "beyond a double's range")
+    served = client.get(URL).get_data(as_text=True)
+
+    def no_constant(name):
+        raise AssertionError(f"GET served {name}, which is not JSON: {served[:200]}")
+
+    assert [r["x"] for r in json.loads(served, parse_constant=no_constant)] == [1.5]
 
 
 @pytest.mark.parametrize("body, fragment", [
