@@ -615,6 +615,22 @@ def test_commands_reach_the_collector_in_order(emu):
     assert [r["seq"] for r in by_account if r["page"] == page_id] == list(range(1, 26))
 
 
+def test_multibyte_and_oversized_commands_are_all_reported(emu):
+    # 12 commands of ~24 KB of UTF-8 each (8,000 characters of 3 bytes), then one of 70,000 characters:
+    # batches are sized in bytes, and a command too big for the collector is reported with a note.
+    emu.open(options={"latency": 0})
+    emu.js("""() => {
+      for (var i = 0; i < 12; i++) _dcq.push(["track", "E" + i, {s: "€".repeat(8000)}]);
+      _dcq.push(["track", "Huge", {s: "x".repeat(70000)}]);
+    }""")
+    emu.wait_answered(13)
+    reports = emu.reports(13)
+    assert [r["seq"] for r in reports] == list(range(1, 14)), f"reported: {[r['seq'] for r in reports]}"
+    assert all(r["command"][2]["s"] == "€" * 8000 for r in reports[:12]), "a multibyte command was changed"
+    huge = reports[12]["command"]
+    assert huge[0] == "track" and huge[1].startswith("(not reported: ") and "over the collector's limit" in huge[1], huge
+
+
 def closed_port() -> int:
     """A local TCP port that nothing listens on (bound, then released)."""
     with socket.socket() as s:

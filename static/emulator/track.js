@@ -70,8 +70,7 @@
       running: false,   // run() is on the stack
       queue: [],        // {record, command} waiting to run, in reception order
       early: [],        // direct _dc calls made before configuration when _dcq is not an array
-      seq: 0,
-      reporting: null   // the promise chain that keeps collector POSTs in order
+      seq: 0
     };
 
     var emulator = {
@@ -421,23 +420,35 @@
     }
 
     // 12. Report answered records to the collector. One POST at a time, so they arrive in order; the
-    // records answered meanwhile go together in the next POST (a JSON list, at most ~60 KB).
+    // records answered meanwhile go together in the next POST (a JSON list of at most REPORT_BYTES bytes
+    // of UTF-8: the collector refuses bodies over 64 KiB). A command too big to fit is still reported,
+    // with its payload replaced by a note saying so.
+    var REPORT_BYTES = 60000;
     var unsent = [], posting = false;
 
     function report(record) {
       if (!config.collector || typeof window.fetch !== "function" || typeof window.Promise !== "function") {
         return;
       }
+      var entry = {
+        seq: record.seq,
+        account: record.account,
+        command: record.command,
+        answer: record.answer,
+        response: record.response,
+        page: pageId,
+        url: String(window.location.href)
+      };
       try {
-        unsent.push(JSON.stringify({
-          seq: record.seq,
-          account: record.account,
-          command: record.command,
-          answer: record.answer,
-          response: record.response,
-          page: pageId,
-          url: String(window.location.href)
-        }));
+        var json = JSON.stringify(entry), bytes = utf8Bytes(json);
+        if (bytes > REPORT_BYTES) {
+          entry.command = [Array.isArray(record.command) ? record.command[0] : null,
+            "(not reported: " + bytes + " bytes of JSON, over the collector's limit)"];
+          entry.response = null;
+          json = JSON.stringify(entry);
+          bytes = utf8Bytes(json);
+        }
+        unsent.push({ json: json, bytes: bytes });
       } catch (e) {
         logError("report not serialisable", e);
         return;
@@ -447,9 +458,9 @@
 
     function postUnsent() {
       var batch = [], size = 2;
-      while (unsent.length && (!batch.length || size + unsent[0].length < 60000)) {
-        size += unsent[0].length + 1;
-        batch.push(unsent.shift());
+      while (unsent.length && (!batch.length || size + unsent[0].bytes + 1 <= REPORT_BYTES)) {
+        size += unsent[0].bytes + 1;
+        batch.push(unsent.shift().json);
       }
       posting = batch.length > 0;
       if (!posting) return;
@@ -460,7 +471,7 @@
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: body,
-          keepalive: body.length < 20000, // survives the page's unload; Chromium caps keepalive bodies at 64 KiB
+          keepalive: size < 20000, // survives the page's unload; Chromium caps keepalive bodies at 64 KiB
           credentials: "same-origin"
         }).then(next, next);
       } catch (e) {
@@ -471,6 +482,16 @@
 
   // -------------------------------------------------------------------------------------------
   // Helpers (no page state).
+
+  // The length of `text` in UTF-8 (JSON.stringify leaves no lone surrogate: a pair is 4 bytes).
+  function utf8Bytes(text) {
+    var bytes = 0;
+    for (var i = 0; i < text.length; i++) {
+      var code = text.charCodeAt(i);
+      bytes += code < 0x80 ? 1 : code < 0x800 ? 2 : code >= 0xd800 && code < 0xdc00 ? 4 : code >= 0xdc00 && code < 0xe000 ? 0 : 3;
+    }
+    return bytes;
+  }
 
   function readConfig(defaults, options) {
     var out = {
