@@ -43,8 +43,9 @@ def build_batch(csv_path: Path, out_dir: Path, fmt: str, *, base: Mapping[str, A
                 on_api_token: Callable[[], None] | None = None) -> BatchResult:
     """Render one file per valid row into `out_dir`; `base` holds Python-named defaults for every row.
 
-    Row cells override `base`. Raises SettingsError when the header itself is wrong. An API token in a
-    row is a server-side secret: it is dropped, and `on_api_token` is called (the caller warns once).
+    Row cells override `base`. Raises SettingsError when the header itself is wrong. An API token is a
+    server-side secret: it is validated like any setting, never rendered, and `on_api_token` is called
+    (the caller warns once).
     """
     result = BatchResult()
     rows = read_rows(csv_path, note)
@@ -53,10 +54,9 @@ def build_batch(csv_path: Path, out_dir: Path, fmt: str, *, base: Mapping[str, A
         try:
             if _EXTRA in cells:
                 raise SettingsError([Problem("row", "it has more cells than the header names")])
-            values = {**base, **python_names(cells)}
-            if values.pop("api_token", None) and on_api_token:
+            settings = Settings.from_mapping({}, **{**base, **python_names(cells)})  # validates a token too
+            if settings.api_token and on_api_token:
                 on_api_token()
-            settings = Settings.from_mapping({}, **values)
         except SettingsError as error:
             result.problems += [f"{csv_path}:{line}: {problem.line('json')}" for problem in error.problems]
             continue

@@ -97,8 +97,6 @@ def build(settings_file: Path | None, fmt: str, no_minify: bool, nonce: str | No
             click.echo(API_TOKEN_WARNING, err=True)
             warned.append(True)
 
-    if values.pop("api_token", None):
-        warn_api_token()
     if batch:
         return _build_batch(batch, out_dir, fmt, values, not no_minify, nonce, manifest, warn_api_token)
 
@@ -106,13 +104,15 @@ def build(settings_file: Path | None, fmt: str, no_minify: bool, nonce: str | No
         settings = Settings.from_mapping({}, **values)
     except SettingsError as error:
         raise Failure(*(f"driptag: {problem.line('cli')}" for problem in error.problems)) from None
+    if settings.api_token:  # validated like any setting, then ignored: render never places it
+        warn_api_token()
     code = render(settings, fmt, minify=not no_minify, nonce=nonce)
+    if manifest:  # first: if it cannot be written, the output (an existing -o file) is left as it was
+        _write_json(manifest, build_manifest(settings, fmt, minify=not no_minify, nonce=nonce))
     if output:
         write_atomically(output, code.encode("utf-8"))
     else:
         click.echo(code, nl=False)
-    if manifest:
-        _write_json(manifest, build_manifest(settings, fmt, minify=not no_minify, nonce=nonce))
 
 
 def _build_batch(batch: Path, out_dir: Path, fmt: str, base: dict[str, Any], minify: bool,

@@ -221,6 +221,14 @@ def test_an_unexpected_error_while_rendering_exits_1_with_one_line_and_leaves_th
     assert files_in(tmp_path) == ["drip.js"], f"the folder holds {files_in(tmp_path)}"
 
 
+def test_a_manifest_that_cannot_be_written_leaves_the_output_file(run, tmp_path):
+    (tmp_path / "drip.js").write_bytes(b"old")
+    status, out, err = run("build", "--account", ACCOUNT, "-o", "drip.js", "--manifest", "missing/m.json")
+    assert (status, out) == (1, "")
+    assert err == ["driptag: missing/m.json: No such file or directory"], f"stderr {err}"
+    assert (tmp_path / "drip.js").read_bytes() == b"old", "the output was replaced although the build failed"
+
+
 def test_a_write_that_fails_midway_leaves_the_file_and_removes_the_temporary_file(run, tmp_path, monkeypatch):
     (tmp_path / "drip.js").write_bytes(b"old")
 
@@ -314,6 +322,13 @@ def test_batch_manifest_is_a_list_of_the_written_files(run, tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest == [build_manifest(Settings(account=ACCOUNT)), build_manifest(Settings(account="1234567"))], \
         f"manifest was {manifest}"
+
+
+def test_an_invalid_api_token_is_reported_without_showing_it(run, tmp_path):
+    status, out, err = run("build", "--account", ACCOUNT, "--api-token", "short-secret")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: apiToken (--api-token): a value of 12 characters is not a Drip API token: "
+                   "20 to 128 letters and digits"], f"stderr {err}"
 
 
 def test_batch_api_token_column_warns_once_and_never_reaches_the_files(run, tmp_path):

@@ -110,15 +110,18 @@ def test_hostile_value_of_each_setting_exits_2_with_one_clear_line_and_leaves_ea
     assert tried == (2 if flag else 1) * (2 * len(PAYLOADS) - 1)
 
 
-def test_hostile_api_token_is_ignored_with_the_one_warning_and_written_nowhere(run, tmp_path):
+def test_hostile_api_token_is_refused_without_being_shown_and_nothing_is_written(run, tmp_path):
+    refused = 0
     for name, payload in PAYLOADS.items():
-        for args in (["--api-token", TOKEN + payload], ["--api-token", payload, "--format", "html", "--no-minify"]):
-            status, out, err = run("build", "--account", ACCOUNT, *args, "-o", "drip.out", "--manifest", "m.json")
-            written = (tmp_path / "drip.out").read_text(encoding="utf-8") + (tmp_path / "m.json").read_text()
-            assert (status, out, err) == (0, "", [API_TOKEN_WARNING]), f"api token {name}: {status}, {err[:3]}"
-            assert TOKEN not in written and (len(payload) < 2 or payload not in written), \
-                f"api token {name}: the token reached the output"
-    assert sorted(os.listdir(tmp_path)) == ["drip.out", "m.json"]
+        for value in (TOKEN + payload, payload):
+            status, out, err = run("build", "--account", ACCOUNT, "--api-token", value, "-o", "drip.out",
+                                   "--manifest", "m.json")
+            assert (status, out) == (2, ""), f"api token {name}: exit {status}, stderr {err[:3]}"
+            assert err == [f"driptag: apiToken (--api-token): a value of {len(value):,} characters is not a Drip "
+                           "API token: 20 to 128 letters and digits"], f"api token {name}: {err[:3]}"
+            refused += 1
+    assert refused == 2 * len(PAYLOADS)
+    assert os.listdir(tmp_path) == [], f"files were written: {sorted(os.listdir(tmp_path))}"
 
 
 @pytest.mark.parametrize("fmt, extra", [("js", []), ("js", ["--no-minify"]), ("html", []),
