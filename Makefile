@@ -27,12 +27,16 @@ venv: $(BIN)/driptag
 
 # The project, installed (not editable) into .venv with its test extra; redone when the sources change.
 $(BIN)/driptag: pyproject.toml $(shell find builder templates static -type f -not -path '*/__pycache__/*' 2>/dev/null)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && $(APT_GET) update && \
+	  DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends python3-venv && \
+	  $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]"
 	touch $@
 
 npm:
-	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20 with npm (apt-get install nodejs npm)" >&2; exit 1; }
+	@command -v npm >/dev/null || { $(APT_GET) update && \
+	  DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends nodejs npm; }
+	@command -v npm >/dev/null || { echo "npm did not install: install Node.js with npm" >&2; exit 1; }
 	@if [ -f tests/analytics_next/package.json ]; then $(MAKE) --no-print-directory tests/analytics_next/dist/analytics-next.js; fi
 
 tests/analytics_next/dist/analytics-next.js: tests/analytics_next/package-lock.json tests/analytics_next/entry.js
