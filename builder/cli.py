@@ -180,6 +180,8 @@ def demo(account: str, campaign_id: str | None, host: str, port: int, drip: str)
         run_demo(account=account, campaign_id=campaign_id, host=host, port=port, drip=drip)
     except SettingsError as error:
         raise Failure(*(f"driptag: {problem.line('cli')}" for problem in error.problems)) from None
+    except ValueError as error:  # a host the emulator cannot be reached from
+        raise Failure(f"driptag: {error}") from None
 
 
 def _one_line(message: str, limit: int = 300) -> str:

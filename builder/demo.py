@@ -44,6 +44,8 @@ DEFAULT_ACCOUNT = "83702741"
 DEMO_CAMPAIGN_ID = "7654321"
 MODES = ("emulator", "real")
 _LOCAL_HOSTS = ("127.0.0.1", "localhost")
+# Hosts to listen on that include 127.0.0.1, where the page finds the emulator (http is allowed only there).
+_EMULATOR_HOSTS = _LOCAL_HOSTS + ("", "0.0.0.0", "::", "[::]")
 _EXTENSION_KEY = "driptag_demo"
 
 bp = Blueprint("demo", __name__)
@@ -258,6 +260,9 @@ def run_demo(*, account: str | int | None = None, campaign_id: str | int | None 
     """Serve the demo site until Ctrl+C: threaded, never with the debugger or the reloader."""
     if drip not in MODES:
         raise ValueError(f"drip must be one of {', '.join(MODES)}, not {drip!r:.60}")
+    if drip == "emulator" and host not in _EMULATOR_HOSTS:
+        raise ValueError(f"--host {host:.60}: with the emulator the page loads track.js over http from "
+                         "127.0.0.1, so listen on 127.0.0.1, localhost, 0.0.0.0 or ::, or use --drip real")
     config: dict[str, Any] = {"DEMO_ACCOUNT": DEFAULT_ACCOUNT if account is None else account, "DEMO_DRIP": drip}
     if campaign_id is not None:
         config["DEMO_CAMPAIGN_ID"] = campaign_id

@@ -531,6 +531,19 @@ def test_run_demo_on_all_interfaces_keeps_the_emulator_on_loopback(started):
     assert "http://127.0.0.1:5124" in client.get("/", base_url="http://192.168.1.20:5124").headers["Content-Security-Policy"]
 
 
+@pytest.mark.parametrize("host", ["::1", "192.168.1.20"])
+def test_driptag_demo_refuses_a_host_the_emulator_cannot_be_reached_from(capsys, host):
+    assert driptag(["demo", "--host", host, "--port", "0"]) == 2
+    assert capsys.readouterr().err == (f"driptag: --host {host}: with the emulator the page loads track.js over http "
+                                       "from 127.0.0.1, so listen on 127.0.0.1, localhost, 0.0.0.0 or ::, or use "
+                                       "--drip real\n")
+
+
+def test_driptag_demo_listens_on_127_0_0_1_by_default(started):
+    assert driptag(["demo", "--port", "0"]) == 0
+    assert started["host"] == "127.0.0.1"
+
+
 def test_driptag_demo_with_an_invalid_account_exits_2(capsys):
     assert driptag(["demo", "--account", "12ab", "--port", "0"]) == 2
     err = capsys.readouterr().err
