@@ -243,6 +243,9 @@ def test_integrations_option_turns_drip_off_for_one_call(demo: DemoPage):
     demo.track(event="Shown", integrations='{"All": false, "Drip": true}')
     expect(demo.received("track")).to_contain_text("Shown")
     expect(demo.received("track")).to_have_count(1)
+    demo.identify(email="ada@example.com", integrations='{"Drip": false}')
+    expect(call.first.locator(".nothing-pushed")).to_be_visible()  # the newest call is first
+    expect(demo.pushed("identify")).to_have_count(0)
 
 
 def test_campaign_override_does_not_turn_drip_back_on_when_all_is_false(demo: DemoPage):
