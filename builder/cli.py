@@ -46,6 +46,8 @@ def _settings_options(command):
         click.option("--callback-timeout", "callback_timeout_ms",  # validated by Settings, like the others
                      help="Milliseconds before a callback runs without Drip's answer [300]."),
         click.option("--debug/--no-debug", "debug", default=None, help="Log every bridged call with console.debug."),
+        click.option("--preload/--no-preload", "preload", default=None,
+                     help="html: a <link rel=preload> for track.js before the <script> [preload]."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -63,9 +65,9 @@ def cli() -> None:
 @click.option("--settings", "settings_file", type=click.Path(dir_okay=False, path_type=Path),
               help="A JSON settings file (Segment's keys: account, campaignId, …).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="js", show_default=True,
-              help="js: an external script; html: one inline <script> element.")
+              help="js: an external script; html: the loader inline in a <script> element.")
 @click.option("--no-minify", is_flag=True, help="Readable output instead of minified.")
-@click.option("--nonce", help="CSP nonce for the html format's <script> element.")
+@click.option("--nonce", help="CSP nonce for the html format's <link> and <script> elements.")
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
               help="Write sizes and hashes (SRI integrity or CSP hash) as JSON to this file.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),

@@ -13,9 +13,10 @@ keys of a Segment settings object) or else from ``app.config["DRIPTAG"]`` (such 
 validated by ``init_app``, which raises :class:`~builder.SettingsError` naming every bad setting, so a
 misconfigured app fails at start-up rather than on its first page.
 
-``drip_snippet(nonce=None)`` returns the ``html`` format (one inline ``<script>`` element) as Markup.
-Rendering is cached per settings by :func:`builder.render`: the loader is built once per process and
-each call only wraps the cached body with that request's nonce. A nonce that is not base64/base64url
+``drip_snippet(nonce=None)`` returns the ``html`` format (a ``<link rel="preload">`` for track.js unless
+the ``preload`` setting is off, and the inline ``<script>`` element) as Markup. Rendering is cached per
+settings by :func:`builder.render`: the loader is built once per process and each call only joins the
+cached elements around that request's nonce. A nonce that is not base64/base64url
 raises ValueError (the page fails rather than ship a script the CSP would block).
 
 The extension keeps its state on the app (``app.extensions["driptag"]``, a :class:`DriptagState`),

@@ -8,7 +8,7 @@ Minifying takes a parser (a third of a second), so it happens once per process, 
 the loader template is rendered with a marker in place of every value, minified, and the markers are
 turned back into `{{ name|js }}` placements of a second, minified template. Each settings object then
 costs one Jinja render of that template (cached per settings, too), and the per-request `html` with a
-fresh nonce only wraps the cached body in a `<script>` element.
+fresh nonce only joins the cached parts of the elements around it.
 """
 
 from __future__ import annotations
@@ -163,7 +163,8 @@ def _loader(settings: Settings, minified: bool) -> str:
 
 
 def render(settings: Settings, fmt: str = "js", *, minify: bool = True, nonce: str | None = None) -> str:
-    """The loader for `settings`: `js` (an external script) or `html` (one inline <script> element).
+    """The loader for `settings`: `js` (an external script) or `html` (the loader inline in a <script>
+    element, after a <link rel="preload"> for track.js unless settings.preload is off or consent is required).
 
     `nonce` (html only) is a CSP nonce: base64 or base64url characters.
     """
@@ -177,8 +178,8 @@ def render(settings: Settings, fmt: str = "js", *, minify: bool = True, nonce: s
     check_nonce(nonce)
     if nonce is None:
         return _snippet(settings, bool(minify))
-    before, after = _snippet_halves(settings, bool(minify))
-    return before + str(html_attribute(nonce)) + after  # the cached element around a new nonce: no Jinja call
+    # The cached elements around a new nonce: no Jinja call.
+    return str(html_attribute(nonce)).join(_snippet_parts(settings, bool(minify)))
 
 
 def check_nonce(nonce: str | None) -> None:
@@ -192,28 +193,37 @@ def _snippet_template() -> jinja2.Template:
     return _environment().get_template("snippet.html.j2")
 
 
+def _snippet_context(settings: Settings, minified: bool, nonce: str | None) -> dict[str, Any]:
+    # The preload link asks for track.js while the browser reads the page, before the loader's script is
+    # parsed (SPEC §7). Not with consent required: nothing is requested from Drip before consent (§3.8).
+    preload = settings.preload and settings.consent != "required"
+    return {"body": Markup(_loader(settings, minified)), "nonce": nonce,
+            "preload_url": settings.script_url if preload else None}
+
+
 _NONCE_MARKER = "driptagNonceMarker"  # a valid nonce that the template cannot produce otherwise
 
 
 @functools.lru_cache(maxsize=4096)
 def _snippet(settings: Settings, minified: bool) -> str:
-    return _snippet_template().render(body=Markup(_loader(settings, minified)), nonce=None)
+    return _snippet_template().render(_snippet_context(settings, minified, None))
 
 
 @functools.lru_cache(maxsize=4096)
-def _snippet_halves(settings: Settings, minified: bool) -> tuple[str, str]:
+def _snippet_parts(settings: Settings, minified: bool) -> tuple[str, ...]:
     """snippet.html.j2 rendered once with a marker for the nonce, split around it: rendering the same
-    settings with a new nonce is then two concatenations (Jinja's per-render set-up costs ~20 us)."""
-    html = _snippet_template().render(body=Markup(_loader(settings, minified)), nonce=_NONCE_MARKER)
-    before, marker, after = html.partition(html_attribute(_NONCE_MARKER))
-    if not marker or _NONCE_MARKER in after:
-        raise RuntimeError("snippet.html.j2 must place the nonce exactly once")
-    return before, after
+    settings with a new nonce is then one join (Jinja's per-render set-up costs ~20 us)."""
+    html = _snippet_template().render(_snippet_context(settings, minified, _NONCE_MARKER))
+    parts = tuple(html.split(str(html_attribute(_NONCE_MARKER))))
+    if len(parts) < 2 or any(_NONCE_MARKER in part for part in parts):
+        raise RuntimeError("snippet.html.j2 must place the nonce through the attr filter")
+    return parts
 
 
 def inline_body(html: str) -> str:
     """The body of the html format's <script> element: what a CSP hash covers."""
-    return html[html.index(">") + 1: html.rindex("</script>")]
+    start = html.index(">", html.index("<script")) + 1
+    return html[start: html.rindex("</script>")]
 
 
 def build_manifest(settings: Settings, fmt: str = "js", *, minify: bool = True,

@@ -27,6 +27,7 @@ JSON_KEYS = {
     "consent": "consent",
     "callbackTimeout": "callback_timeout_ms",
     "debug": "debug",
+    "preload": "preload",
 }
 
 # Python name -> (JSON key, CLI flag): how front ends name a setting in their messages.
@@ -40,6 +41,7 @@ LABELS = {
     "consent": ("consent", "--consent"),
     "callback_timeout_ms": ("callbackTimeout", "--callback-timeout"),
     "debug": ("debug", "--debug"),
+    "preload": ("preload", "--preload"),
 }
 
 # Keys that Segment puts into a destination's settings object and that mean nothing to driptag.
@@ -213,6 +215,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "consent": _choice("auto", "required"),
     "callback_timeout_ms": _timeout,
     "debug": _flag,
+    "preload": _flag,
 }
 
 
@@ -229,6 +232,7 @@ class Settings:
     consent: str = "auto"
     callback_timeout_ms: int = 300
     debug: bool = False
+    preload: bool = True
 
     def __post_init__(self) -> None:
         problems = []

@@ -18,7 +18,7 @@ from builder.cli import API_TOKEN_WARNING
 
 ACCOUNT = "83702741"
 TOKEN = "bmrdc6hczyn8yss8o8td"
-KNOWN = "account, apiToken, callbackTimeout, campaignId, consent, debug, globalName, keyStyle, scriptOrigin"
+KNOWN = "account, apiToken, callbackTimeout, campaignId, consent, debug, globalName, keyStyle, preload, scriptOrigin"
 
 
 def files_in(folder: Path) -> list[str]:
@@ -153,8 +153,30 @@ def test_an_invalid_nonce_is_a_usage_error(run):
 def test_html_with_a_nonce(run):
     status, out, err = run("build", "--account", ACCOUNT, "--format", "html", "--nonce", "abc")
     assert (status, err) == (0, [])
-    assert out.startswith('<script nonce="abc">') and out.endswith("</script>"), out[:80]
+    assert out.startswith(f'<link rel="preload" as="script" href="https://tag.getdrip.com/{ACCOUNT}.js" nonce="abc">'
+                          '<script nonce="abc">') and out.endswith("</script>"), out[:120]
     assert out == render(Settings(account=ACCOUNT), "html", nonce="abc")
+
+
+@pytest.mark.parametrize("how", [["--no-preload"], ["--settings", "settings.json"]])
+def test_html_without_the_preload_link_is_one_script_element(run, tmp_path, how):
+    (tmp_path / "settings.json").write_text('{"account": "%s", "preload": false}' % ACCOUNT)
+    status, out, err = run("build", "--account", ACCOUNT, "--format", "html", *how)
+    assert (status, err) == (0, [])
+    assert out == f"<script>{render(Settings(account=ACCOUNT), 'js')}</script>", out[:80]
+
+
+def test_preload_flag_overrides_the_settings_file(run, tmp_path):
+    (tmp_path / "settings.json").write_text('{"account": "%s", "preload": false}' % ACCOUNT)
+    status, out, err = run("build", "--settings", "settings.json", "--format", "html", "--preload")
+    assert (status, err) == (0, [])
+    assert out == render(Settings(account=ACCOUNT), "html")
+
+
+def test_preload_that_is_not_a_boolean_is_refused(run, tmp_path):
+    (tmp_path / "settings.json").write_text('{"account": "%s", "preload": "yes"}' % ACCOUNT)
+    status, out, err = run("build", "--settings", "settings.json", "--format", "html")
+    assert (status, out, err) == (2, "", ["driptag: preload (--preload): 'yes' is not allowed: true or false"])
 
 
 @pytest.mark.parametrize("fmt, extra", [("js", []), ("html", ["--nonce", "abc"]), ("js", ["--no-minify"])])

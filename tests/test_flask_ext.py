@@ -44,6 +44,13 @@ def test_drip_snippet_renders_the_html_format_with_the_nonce():
     settings = Settings(account=ACCOUNT, campaign_id=TEST_CAMPAIGN)
     assert snippet_in(app, csp_nonce=NONCE) == render(settings, "html", nonce=NONCE)
     assert snippet_in(app, "{{ drip_snippet() }}") == render(settings, "html")
+    assert snippet_in(app, csp_nonce=NONCE).startswith(
+        f'<link rel="preload" as="script" href="https://tag.getdrip.com/{ACCOUNT}.js" nonce="{NONCE}"><script nonce="{NONCE}">')
+
+
+def test_drip_snippet_without_the_preload_link():
+    app = make_app({"account": ACCOUNT, "preload": False})
+    assert snippet_in(app, csp_nonce=NONCE) == render(Settings(account=ACCOUNT, preload=False), "html", nonce=NONCE)
     assert snippet_in(app, csp_nonce=NONCE).startswith(f'<script nonce="{NONCE}">')
 
 
@@ -53,7 +60,8 @@ def test_the_snippet_is_markup_so_autoescaping_keeps_it_intact():
         snippet = app.jinja_env.globals["drip_snippet"](nonce=NONCE)
         assert isinstance(snippet, Markup)
         # An .html template is autoescaped: the snippet is not turned into &lt;script…
-        assert render_template_string("{% autoescape true %}{{ drip_snippet() }}{% endautoescape %}").startswith("<script>")
+        assert render_template_string("{% autoescape true %}{{ drip_snippet() }}{% endautoescape %}").startswith(
+            '<link rel="preload" as="script" href="https://tag.getdrip.com/83702741.js"><script>')
 
 
 def test_settings_argument_wins_over_the_config_and_may_be_a_settings_object_or_a_mapping():

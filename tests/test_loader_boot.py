@@ -84,11 +84,16 @@ def test_snippet_included_twice_loads_once_and_sends_once(drip):
     assert drip.track_js_requests == [TRACK_JS]
 
 
-def test_loader_for_another_account_warns_and_does_nothing(drip):
-    other = render(Settings(account="1111111"), "html")
+@pytest.mark.parametrize("preload", [False, True])
+def test_loader_for_another_account_warns_and_does_nothing(drip, preload):
+    other = render(Settings(account="1111111", preload=preload), "html")
     drip.open(fmt="html", after=other)
     wait_status(drip, "ready")
-    assert drip.track_js_requests == [TRACK_JS]
+    # With its preload link, the browser fetches the other account's track.js before any script runs
+    # (README); the loader never adds it to the page, so it never runs.
+    other_requests = ["https://tag.getdrip.com/1111111.js"] if preload else []
+    assert sorted(drip.track_js_requests) == sorted([TRACK_JS, *other_requests]), drip.track_js_requests
+    assert drip.run("() => Array.from(document.scripts, s => s.src).filter(Boolean)") == [TRACK_JS]
     assert drip.run("() => [driptag.account, _dcs.account]") == [ACCOUNT, ACCOUNT]
     assert drip.warnings() == [f"[driptag] account {ACCOUNT} is already on this page; 1111111 ignored"]
 
@@ -338,11 +343,35 @@ def test_debug_can_be_switched_on_and_off_at_run_time(drip):
     assert drip.console == [("debug", "[driptag] [track, logged, Object]")], drip.console
 
 
-def test_track_js_preloaded_by_the_page_is_requested_once(drip):
-    # The README's tip: <link rel="preload"> has the browser fetch track.js while it parses the page;
+def test_the_html_forms_preload_link_and_the_loaders_script_make_one_request(drip):
+    # The html form starts with <link rel="preload">: the browser fetches track.js while it reads the page;
     # the loader's own <script> then uses that response instead of a second request.
-    drip.open(fmt="html", head=f'<link rel="preload" as="script" href="{TRACK_JS}">',
-              after="<script>analytics.track('preloaded');</script>")
+    assert render(Settings(account=ACCOUNT), "html").startswith(
+        f'<link rel="preload" as="script" href="{TRACK_JS}"><script>')
+    drip.open(fmt="html", after="<script>analytics.track('preloaded');</script>")
     wait_status(drip, "ready")
+    assert drip.received(1) == [["track", "preloaded", {}]]
+    assert drip.track_js_requests == [TRACK_JS], drip.track_js_requests
+    assert drip.run("() => Array.from(document.scripts, s => s.src).filter(Boolean)") == [TRACK_JS]
+    assert initiators(drip) == ["link"], "track.js was not fetched by the preload link"
+
+
+def test_html_without_preload_has_the_loaders_script_fetch_track_js(drip):
+    drip.open(Settings(account=ACCOUNT, preload=False), fmt="html")
+    wait_status(drip, "ready")
+    assert drip.track_js_requests == [TRACK_JS], drip.track_js_requests
+    assert initiators(drip) == ["script"]
+
+
+def initiators(drip) -> list[str]:
+    """Who fetched track.js, from its Resource Timing entries: "link" (a preload) or "script"."""
+    return drip.run("url => performance.getEntriesByName(url).map(e => e.initiatorType)", TRACK_JS)
+
+
+def test_a_preload_link_before_the_external_form_makes_one_request(drip):
+    # The README's tip for the js form.
+    drip.open(head=f'<link rel="preload" as="script" href="{TRACK_JS}">')
+    wait_status(drip, "ready")
+    drip.run("() => analytics.track('preloaded')")
     assert drip.received(1) == [["track", "preloaded", {}]]
     assert drip.track_js_requests == [TRACK_JS], drip.track_js_requests

@@ -215,7 +215,8 @@ def test_hostile_template_values_forced_past_validation_run_nothing_in_chromium(
     for context in hostile_contexts():
         for minified in (True, False):
             code = loader_code(context, minified)
-            html = render_module._snippet_template().render(body=render_module.Markup(code), nonce=None)
+            html = render_module._snippet_template().render(body=render_module.Markup(code), nonce=None,
+                                                            preload_url=context["script_url"])
             sources.append(drip.site.add_page(f"<!doctype html><head>{html}</head>"))
             variants.append((context, minified, "html"))
             js = drip.site.add(code, "js")

@@ -263,20 +263,39 @@ DRIPS_OWN_SNIPPET = f"""<script type="text/javascript">
 DRIP_SNIPPET_TRACK_JS = f"http://tag.getdrip.com/{ACCOUNT}.js"  # '//' on an http page
 
 
-@pytest.mark.parametrize("fmt", ["html", "js"])
-def test_drips_snippet_before_ours_one_track_js_request_and_each_command_once(drip, fmt):
+def drips_snippet(src: str) -> str:
+    return DRIPS_OWN_SNIPPET.replace(f"'//tag.getdrip.com/{ACCOUNT}.js'", repr(src))
+
+
+@pytest.mark.parametrize("fmt, src", [
+    ("html", TRACK_JS),  # what Drip's '//' gives on an https page: the URL the preload link fetched
+    ("html without preload", f"//tag.getdrip.com/{ACCOUNT}.js"),
+    ("js", f"//tag.getdrip.com/{ACCOUNT}.js"),
+])
+def test_drips_snippet_before_ours_one_track_js_request_and_each_command_once(drip, fmt, src):
     loader = (render(SETTINGS, "html") if fmt == "html"
+              else render(SETTINGS.replace(preload=False), "html") if fmt == "html without preload"
               else f'<script src="{drip.site.add(render(SETTINGS, "js"), "js")}"></script>')
-    goto(drip, page_html(DRIPS_OWN_SNIPPET + loader + "<script>analytics.track('ours');"
+    goto(drip, page_html(drips_snippet(src) + loader + "<script>analytics.track('ours');"
                          "analytics.identify({email: 'a@b.co'});</script>"))
     commands = wait_received(drip, 3)
     drip.page.wait_for_timeout(150)
     assert emulator_commands(drip) == [["track", "from Drip snippet page code", {}], ["track", "ours", {}],
                                        ["identify", {"email": "a@b.co"}]] == commands
-    assert drip.track_js_requests == [DRIP_SNIPPET_TRACK_JS], "the loader added a second track.js"
+    assert drip.track_js_requests == [src if src.startswith("https:") else DRIP_SNIPPET_TRACK_JS], \
+        f"the loader added a second track.js: {drip.track_js_requests}"
     assert drip.run("() => document.querySelectorAll('script[src*=\"tag.getdrip.com\"]').length") == 1
     wait_status(drip, "ready")
     assert driptag_warnings(drip) == []
+
+
+def test_drips_protocol_relative_snippet_on_an_http_page_is_a_second_url_for_the_preload_link(drip):
+    # On an http page Drip's '//' snippet asks for http://…, the html form's preload link for https://…
+    # (README: remove Drip's snippet). The loader still adopts Drip's element and adds none of its own.
+    goto(drip, page_html(DRIPS_OWN_SNIPPET + render(SETTINGS, "html") + "<script>analytics.track('ours');</script>"))
+    assert wait_received(drip, 2) == [["track", "from Drip snippet page code", {}], ["track", "ours", {}]]
+    assert sorted(drip.track_js_requests) == [DRIP_SNIPPET_TRACK_JS, TRACK_JS], drip.track_js_requests
+    assert drip.run("() => document.querySelectorAll('script[src*=\"tag.getdrip.com\"]').length") == 1
 
 
 def test_drips_snippet_before_ours_with_track_js_already_running_is_adopted(drip):
@@ -342,11 +361,25 @@ def test_csp_with_a_nonce_lets_the_loader_and_track_js_run(drip, fmt, policy):
 
 
 def test_csp_hash_from_the_manifest_lets_the_inline_loader_run_with_strict_dynamic(drip):
-    csp_hash = build_manifest(SETTINGS, "html")["csp_hash"]
-    csp_page(drip, f"script-src {csp_hash} 'nonce-{NONCE}' 'strict-dynamic'", render(SETTINGS, "html"))
+    settings = SETTINGS.replace(preload=False)  # README: a hash-based policy blocks the preload link
+    csp_hash = build_manifest(settings, "html")["csp_hash"]
+    csp_page(drip, f"script-src {csp_hash} 'nonce-{NONCE}' 'strict-dynamic'", render(settings, "html"))
     wait_status(drip, "ready")
     assert drip.track_js_requests == [TRACK_JS]
     assert csp_violations(drip) == [], csp_violations(drip)
+
+
+def test_csp_hash_with_strict_dynamic_blocks_only_the_preload_link_of_the_default_html(drip):
+    csp_hash = build_manifest(SETTINGS, "html")["csp_hash"]
+    assert csp_hash == build_manifest(SETTINGS.replace(preload=False), "html")["csp_hash"]
+    csp_page(drip, f"script-src {csp_hash} 'nonce-{NONCE}' 'strict-dynamic'", render(SETTINGS, "html"))
+    wait_status(drip, "ready")
+    drip.run("() => analytics.track('under CSP')")
+    assert wait_received(drip, 1) == [["track", "under CSP", {}]]
+    assert drip.track_js_requests == [TRACK_JS], "the loader's own <script> did not load track.js"
+    violations = csp_violations(drip)
+    assert len(violations) == 1 and f"'{TRACK_JS}'" in violations[0], violations
+    assert drip.page_errors == [], drip.page_errors
 
 
 @pytest.mark.parametrize("case", ["js form, script-src 'self'", "html form, its hash only"])
@@ -355,8 +388,9 @@ def test_csp_that_blocks_track_js_gives_failed_and_no_exception(drip, case):
         policy = f"script-src 'self' 'nonce-{NONCE}'"
         loader = f'<script src="{drip.site.add(render(SETTINGS, "js"), "js")}"></script>'
     else:
-        policy = f"script-src {build_manifest(SETTINGS, 'html')['csp_hash']} 'nonce-{NONCE}'"
-        loader = render(SETTINGS, "html")
+        settings = SETTINGS.replace(preload=False)  # as the README says for hash-based policies
+        policy = f"script-src {build_manifest(settings, 'html')['csp_hash']} 'nonce-{NONCE}'"
+        loader = render(settings, "html")
     csp_page(drip, policy, loader)
     wait_for(drip, "() => window.driptag", "the loader running under the CSP")
     wait_status(drip, "failed")

@@ -26,6 +26,7 @@ from builder.render import browser_context, inline_body, minify
 render_module = importlib.import_module("builder.render")  # `builder.render` the attribute is the function
 
 ACCOUNT = "83702741"
+TRACK_JS = f"https://tag.getdrip.com/{ACCOUNT}.js"
 
 VARIANTS = {
     "defaults": dict(account=ACCOUNT),
@@ -62,11 +63,40 @@ def test_js_is_minified_by_default_with_comments_and_white_space_removed_and_loc
 
 
 @pytest.mark.parametrize("minified", [True, False])
-def test_html_is_one_script_element_around_the_js_loader(minified):
+def test_html_is_a_preload_link_for_track_js_then_one_script_element_around_the_js_loader(minified):
     settings = settings_for("campaign")
+    js = render(settings, "js", minify=minified)
+    link = f'<link rel="preload" as="script" href="{TRACK_JS}"'
+    assert render(settings, "html", minify=minified) == f"{link}><script>{js}</script>"
+    assert render(settings, "html", minify=minified, nonce="r4nd0m+/=") == \
+        f'{link} nonce="r4nd0m+/="><script nonce="r4nd0m+/=">{js}</script>'
+
+
+@pytest.mark.parametrize("minified", [True, False])
+def test_html_without_preload_is_one_script_element_around_the_js_loader(minified):
+    settings = settings_for("campaign").replace(preload=False)
     js = render(settings, "js", minify=minified)
     assert render(settings, "html", minify=minified) == f"<script>{js}</script>"
     assert render(settings, "html", minify=minified, nonce="r4nd0m+/=") == f'<script nonce="r4nd0m+/=">{js}</script>'
+
+
+def test_html_with_consent_required_has_no_preload_link():
+    # Nothing is requested from Drip before consent (SPEC §3.8), so no <link rel="preload"> either.
+    settings = Settings(account=ACCOUNT, consent="required")
+    assert render(settings, "html") == f"<script>{render(settings, 'js')}</script>"
+    assert render(settings, "html", nonce="abc") == f'<script nonce="abc">{render(settings, "js")}</script>'
+
+
+def test_the_preload_link_names_the_script_origin_setting_escaped_as_an_attribute():
+    settings = Settings(account=ACCOUNT, script_origin="http://127.0.0.1:5000")
+    assert render(settings, "html").startswith(
+        '<link rel="preload" as="script" href="http://127.0.0.1:5000/83702741.js"><script>')
+
+
+def test_the_preload_setting_does_not_change_the_js_format():
+    settings = settings_for("campaign")
+    assert render(settings.replace(preload=False), "js") == render(settings, "js")
+    assert render(settings.replace(preload=False), "js", minify=False) == render(settings, "js", minify=False)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
@@ -210,10 +240,15 @@ def test_values_that_get_past_validation_are_placed_only_through_script_json(set
 @pytest.mark.parametrize("minified", [True, False])
 @pytest.mark.parametrize("nonce", [None, "abc-_+/="])
 def test_html_holds_exactly_one_script_element_and_no_html_comment(name, minified, nonce):
-    html = render(settings_for(name), "html", minify=minified, nonce=nonce)
+    settings = settings_for(name)
+    html = render(settings, "html", minify=minified, nonce=nonce)
     assert script_tags(html) == (1, 1), f"the html output has {script_tags(html)} <script / </script"
     assert "<!--" not in html, "the html output holds <!--"
-    assert html.startswith("<script") and html.endswith("</script>")
+    assert html.endswith("</script>"), f"the html ends {html[-20:]!r}"
+    nonce_attribute = f' nonce="{nonce}"' if nonce else ""
+    link = f'<link rel="preload" as="script" href="{settings.script_url}"{nonce_attribute}>'
+    assert html[:html.index("<script")] == ("" if settings.consent == "required" else link), \
+        f"before the <script>: {html[:html.index('<script')]!r}"
 
 
 def test_the_browser_context_never_holds_the_api_token():
@@ -248,7 +283,8 @@ def test_the_api_token_never_appears_in_any_output_and_warns_once():
 @pytest.mark.parametrize("nonce", ["abc", "AbC0+/==", "a-b_c", "x" * 512, "nonce-value_2"])
 def test_base64_and_base64url_nonces_are_placed_as_an_attribute(nonce):
     html = render(Settings(account=ACCOUNT), "html", nonce=nonce)
-    assert html.startswith(f'<script nonce="{nonce}">'), f"the html starts {html[:60]!r}"
+    assert html.startswith(f'<link rel="preload" as="script" href="{TRACK_JS}" nonce="{nonce}"><script nonce="{nonce}">'), \
+        f"the html starts {html[:120]!r}"
 
 
 @pytest.mark.parametrize("nonce", ['a"b', "a<b", "a>b", "a b", " abc", "abc\n", "a'b", "a&b", "", "x" * 513, "é",

@@ -249,12 +249,13 @@ def test_global_name_rejects_names_the_page_or_drip_relies_on(value):
                                "use another identifier, like analytics"), f"global_name={value!r} gave {problem.message!r}"
 
 
-# --- key_style, consent, callback_timeout_ms, debug -----------------------------------------------
+# --- key_style, consent, callback_timeout_ms, debug, preload -----------------------------------------------
 
 def test_defaults_of_every_optional_setting():
     settings = Settings(account=ACCOUNT)
     assert (settings.campaign_id, settings.api_token, settings.key_style, settings.consent,
-            settings.callback_timeout_ms, settings.debug) == (None, None, "segment", "auto", 300, False)
+            settings.callback_timeout_ms, settings.debug, settings.preload) == \
+        (None, None, "segment", "auto", 300, False, True)
 
 
 @pytest.mark.parametrize("value", ["segment", "snake"])
@@ -295,16 +296,18 @@ def test_callback_timeout_rejects_anything_else(value):
         f"callback_timeout_ms={value!r} gave {problem.message!r}"
 
 
+@pytest.mark.parametrize("setting", ["debug", "preload"])
 @pytest.mark.parametrize("value, expected", [(True, True), (False, False), ("true", True), ("false", False)])
-def test_debug_accepts_booleans(value, expected):
-    assert Settings(account=ACCOUNT, debug=value).debug is expected
+def test_flags_accept_booleans(setting, value, expected):
+    assert getattr(Settings(account=ACCOUNT, **{setting: value}), setting) is expected
 
 
+@pytest.mark.parametrize("setting", ["debug", "preload"])
 @pytest.mark.parametrize("value", ["yes", "on", 2, None, []])
-def test_debug_rejects_anything_else(value):
-    problem = only_problem(debug=value)
-    assert problem.setting == "debug"
-    assert problem.message.endswith("is not allowed: true or false"), f"debug={value!r} gave {problem.message!r}"
+def test_flags_reject_anything_else(setting, value):
+    problem = only_problem(**{setting: value})
+    assert problem.setting == setting
+    assert problem.message.endswith("is not allowed: true or false"), f"{setting}={value!r} gave {problem.message!r}"
 
 
 # --- the shape of error messages -----------------------------------------------------------------
@@ -313,7 +316,7 @@ HOSTILE = "1\n\x00\u2028" + "x" * 10_000_000
 
 
 @pytest.mark.parametrize("setting", ["account", "campaign_id", "script_origin", "global_name", "key_style",
-                                     "consent", "callback_timeout_ms", "debug"])
+                                     "consent", "callback_timeout_ms", "debug", "preload"])
 def test_an_offending_value_is_shown_truncated_and_escaped_on_one_line(setting):
     problem = only_problem(**{setting: HOSTILE})
     line = problem.line()
@@ -331,10 +334,10 @@ def test_a_huge_api_token_is_reported_by_length_only():
 def test_every_problem_is_reported_at_once_in_field_order():
     with pytest.raises(SettingsError) as caught:
         Settings(account="x", campaign_id="a", api_token="short", script_origin="ftp://x", global_name="let",
-                 key_style="camel", consent="yes", callback_timeout_ms=-1, debug="maybe")
+                 key_style="camel", consent="yes", callback_timeout_ms=-1, debug="maybe", preload="maybe")
     names = [problem.setting for problem in caught.value.problems]
     assert names == ["account", "campaign_id", "api_token", "script_origin", "global_name", "key_style", "consent",
-                     "callback_timeout_ms", "debug"], f"reported {names}"
+                     "callback_timeout_ms", "debug", "preload"], f"reported {names}"
     assert str(caught.value) == "; ".join(problem.line() for problem in caught.value.problems)
 
 
@@ -376,10 +379,12 @@ def test_from_mapping_reads_segments_json_keys():
     settings = Settings.from_mapping({
         "account": 83702741, "campaignId": "1234", "apiToken": TOKEN, "scriptOrigin": "https://cdn.example.com/",
         "globalName": "drip", "keyStyle": "snake", "consent": "required", "callbackTimeout": 500, "debug": True,
+        "preload": False,
     })
     assert settings == Settings(account="83702741", campaign_id="1234", api_token=TOKEN,
                                 script_origin="https://cdn.example.com", global_name="drip", key_style="snake",
-                                consent="required", callback_timeout_ms=500, debug=True), f"got {settings!r}"
+                                consent="required", callback_timeout_ms=500, debug=True, preload=False), \
+        f"got {settings!r}"
 
 
 def test_token_is_an_alias_of_api_token():
@@ -415,7 +420,7 @@ def test_segment_only_keys_are_ignored_without_a_note_callback():
 def test_unknown_keys_are_errors_that_name_the_key():
     with pytest.raises(SettingsError) as caught:
         Settings.from_mapping({"account": ACCOUNT, "acount": "1", "campaign_id": "5"})
-    known = "account, apiToken, callbackTimeout, campaignId, consent, debug, globalName, keyStyle, scriptOrigin"
+    known = "account, apiToken, callbackTimeout, campaignId, consent, debug, globalName, keyStyle, preload, scriptOrigin"
     for style in ("python", "json", "cli"):  # an unknown key is named as written, whatever the style
         assert [problem.line(style) for problem in caught.value.problems] == [
             f"acount: unknown setting 'acount'; the settings are {known}",
