@@ -316,6 +316,16 @@ def test_batch_html_with_a_nonce_writes_html_files(run, tmp_path):
     assert (tmp_path / "dist" / "83702741.html").read_text() == render(Settings(account=ACCOUNT), "html", nonce="abc")
 
 
+def test_batch_preload_column_and_flag(run, tmp_path):
+    write_csv(tmp_path, "account,preload\n83702741,\n1234567,true\n")
+    status, out, err = run("build", "--batch", "accounts.csv", "--out-dir", "dist", "--format", "html",
+                           "--no-preload")
+    assert (status, err) == (0, []), f"stderr {err}"
+    assert (tmp_path / "dist" / "83702741.html").read_text() == f"<script>{render(Settings(account=ACCOUNT))}</script>"
+    assert (tmp_path / "dist" / "1234567.html").read_text().startswith(
+        '<link rel="preload" as="script" href="https://tag.getdrip.com/1234567.js"><script>'), "the row did not win"
+
+
 def test_batch_unknown_column_is_reported_once_on_line_1_and_nothing_is_written(run, tmp_path):
     write_csv(tmp_path, "account,campaign,bogus\n83702741,1,x\n1234567,2,y\n")
     status, out, err = run("build", "--batch", "accounts.csv", "--out-dir", "dist")
