@@ -104,8 +104,6 @@ def drip_snippet_then_unrun_loader(loader_js: str) -> str:
     return DRIP_SNIPPET.replace("</script>", f"function driptagNeverCalled() {{\n{loader_js}}}\n</script>")
 
 
-
-
 KIB = 1024
 TARGETS = {
     "js_bytes": 8 * KIB,

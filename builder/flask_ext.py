@@ -16,8 +16,8 @@ misconfigured app fails at start-up rather than on its first page.
 ``drip_snippet(nonce=None)`` returns the ``html`` format (a ``<link rel="preload">`` for track.js unless
 the ``preload`` setting is off, and the inline ``<script>`` element) as Markup. Rendering is cached per
 settings by :func:`builder.render`: the loader is built once per process and each call only joins the
-cached elements around that request's nonce. A nonce that is not base64/base64url
-raises ValueError (the page fails rather than ship a script the CSP would block).
+cached elements around that request's nonce. A nonce that is not base64/base64url raises ValueError (the
+page fails rather than ship a script the CSP would block).
 
 The extension keeps its state on the app (``app.extensions["driptag"]``, a :class:`DriptagState`),
 never in this module, so one process can serve several apps with different accounts.
