@@ -1,5 +1,7 @@
 """The generated loader's life on a page (SPEC §3.1, §3.2, §3.7, §3.8, §3.9), against the Drip emulator."""
 
+import time
+
 import pytest
 
 from builder import Settings, render
@@ -354,6 +356,23 @@ def test_the_html_forms_preload_link_and_the_loaders_script_make_one_request(dri
     assert drip.track_js_requests == [TRACK_JS], drip.track_js_requests
     assert drip.run("() => Array.from(document.scripts, s => s.src).filter(Boolean)") == [TRACK_JS]
     assert initiators(drip) == ["link"], "track.js was not fetched by the preload link"
+
+
+def test_the_loaders_script_joins_a_preload_still_in_flight(drip):
+    # A slow track.js: the loader inserts its <script> while the link's request is still unanswered.
+    def slow(route):
+        time.sleep(0.5)
+        drip._serve_track_js(route)
+    drip.page.unroute("**/tag.getdrip.com/**")
+    drip.page.route("**/tag.getdrip.com/**", slow)
+    drip.open(fmt="html", wait="domcontentloaded", after=f"""<script>window.inFlight = [
+        performance.getEntriesByName("{TRACK_JS}").length, document.querySelectorAll('script[src="{TRACK_JS}"]').length];
+        analytics.track('slow');</script>""")
+    assert drip.run("() => inFlight") == [0, 1], "track.js had answered before the loader inserted its <script>"
+    wait_status(drip, "ready")
+    assert drip.received(1) == [["track", "slow", {}]]
+    assert drip.track_js_requests == [TRACK_JS], drip.track_js_requests
+    assert initiators(drip) == ["link"]
 
 
 def test_html_without_preload_has_the_loaders_script_fetch_track_js(drip):
