@@ -59,6 +59,7 @@ SETTINGS = {
     "consent": ("--consent", "required"),
     "callbackTimeout": ("--callback-timeout", "300"),
     "debug": (None, "true"),  # a boolean flag: a value comes only from a settings file
+    "preload": (None, "true"),
 }
 
 
