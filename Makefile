@@ -26,11 +26,11 @@ chromium:
 venv: $(BIN)/driptag
 
 # The project, installed (not editable) into .venv with its test extra; redone when the sources change.
-$(BIN)/driptag: pyproject.toml $(shell find builder templates static -type f -not -path '*/__pycache__/*' 2>/dev/null)
+$(BIN)/driptag: pyproject.toml constraints.txt $(shell find builder templates static -type f -not -path '*/__pycache__/*' 2>/dev/null)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV) && $(APT_GET) update && \
 	  DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends python3-venv && \
 	  $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt ".[test]"
 	touch $@
 
 npm:

@@ -220,7 +220,7 @@ def gzip_size(data: bytes) -> int:
 
 
 def sizes(settings) -> dict[str, Any]:
-    from builder import render
+    from driptag import render
 
     js = render(settings, "js").encode()
     html = render(settings, "html").encode()
@@ -282,7 +282,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def browser(settings, loads: int) -> dict[str, Any]:
-    from builder import render
+    from driptag import render
     from playwright.sync_api import sync_playwright
 
     snippets = {"driptag": render(settings, "html"), "drip": DRIP_SNIPPET,
@@ -429,7 +429,7 @@ def per_call(chromium, site: Site) -> dict[str, Any]:
 def renders_per_second(settings) -> dict[str, Any]:
     """Cached render(settings, "html", nonce=...) with a new nonce each call, for RENDER_SECONDS in
     windows of 0.25 s (the nonces of a window are made before it starts)."""
-    from builder import render
+    from driptag import render
 
     render(settings, "html", nonce="warm")
     calls, elapsed, windows, batch = 0, 0.0, [], 1000
@@ -454,7 +454,7 @@ def driptag_command() -> list[str]:
     found = shutil.which("driptag")
     if found:
         return [found]
-    return [sys.executable, "-c", "import sys; from builder.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "import sys; from driptag.cli import main; sys.exit(main())"]
 
 
 def batch_files_per_second() -> dict[str, Any]:
@@ -490,7 +490,7 @@ def machine(chromium_version: str) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    from builder import __version__
+    from driptag import __version__
 
     try:
         revision = subprocess.run(["git", "-C", str(HERE.parent), "describe", "--always", "--dirty"],
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: Chromium is missing: {CHROMIUM} (make bench installs it)", file=sys.stderr)
         return 1
 
-    from builder import Settings
+    from driptag import Settings
 
     settings = Settings(account=ACCOUNT, campaign_id=CAMPAIGN)
     started = time.perf_counter()

@@ -15,10 +15,10 @@ from typing import Any
 
 import click
 
-from .batch import build_batch
+from .loader.batch import build_batch
 from .files import write_atomically
-from .render import FORMATS, build_manifest, check_nonce, render
-from .settings import Settings, SettingsError, python_names
+from .loader.render import FORMATS, build_manifest, check_nonce, render
+from .loader.settings import Settings, SettingsError, python_names
 from .version import __version__
 
 API_TOKEN_WARNING = ("driptag: warning: the API token is a server-side secret; "
@@ -176,7 +176,7 @@ def _note(message: str) -> None:
               help="emulator: offline stand-in for Drip; real: https://tag.getdrip.com for a real account.")
 def demo(account: str, campaign_id: str | None, host: str, port: int, drip: str) -> None:
     """Run the QA demo site (never with the Flask debugger)."""
-    from .demo import run_demo
+    from .web.demo import run_demo
 
     try:
         run_demo(account=account, campaign_id=campaign_id, host=host, port=port, drip=drip)

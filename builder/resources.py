@@ -1,6 +1,6 @@
 """Where the project's non-Python files are: `templates/` and `static/` beside the package.
 
-An installed driptag carries them as the packages `builder.templates` and `builder.static` (see
+An installed driptag carries them as the packages `driptag.templates` and `driptag.static` (see
 pyproject.toml); a source checkout that is not installed has them beside `builder/`.
 """
 
@@ -15,7 +15,7 @@ _SOURCE_TREE = Path(__file__).resolve().parent.parent
 def resource_dir(*parts: str) -> Path:
     """The folder `templates`, `static`, `static/emulator`, … wherever this driptag is installed."""
     try:
-        spec = importlib.util.find_spec("builder." + ".".join(parts))
+        spec = importlib.util.find_spec("driptag." + ".".join(parts))
     except ModuleNotFoundError:
         spec = None
     if spec is not None and spec.submodule_search_locations:

@@ -12,11 +12,21 @@ import pytest
 from flask import Flask, abort
 from werkzeug.serving import make_server
 
-from builder import emulator
+from driptag.emulators import trackjs as emulator
 
 CHROMIUM = os.environ.get("DRIPTAG_CHROMIUM", "/usr/lib/chromium/chromium-headless-shell")
 OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost"
 TEST_CAMPAIGN = "1234567"
+
+
+_BROWSER_FIXTURES = {"page", "browser", "context", "browser_type", "drip"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that drives Chromium is marked `browser`, so `pytest -m "not browser"` is the fast loop."""
+    for item in items:
+        if _BROWSER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +82,7 @@ class Site:
 @pytest.fixture
 def run(capsys, tmp_path, monkeypatch):
     """Run `driptag ARGS` in-process, in a fresh folder (tmp_path); return (status, stdout, stderr lines)."""
-    from builder.cli import main
+    from driptag.cli import main
 
     monkeypatch.chdir(tmp_path)
 
@@ -134,7 +144,7 @@ class DripPage:
         `head` goes before the loader, `after` after it; `spy` records pushes (see QUEUE_SPY); `hold`
         keeps the emulator from swapping _dcq (so every push stays visible to the spy).
         """
-        from builder import Settings, render
+        from driptag import Settings, render
 
         settings = settings or Settings(account="83702741")
         if spy:

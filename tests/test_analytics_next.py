@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from builder import Settings, render
+from driptag import Settings, render
 from conftest import DripPage
 
 ACCOUNT = "83702741"

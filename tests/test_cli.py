@@ -1,4 +1,4 @@
-"""SPEC §2.2: the `driptag` command, called in-process through `builder.cli.main`, plus one test of the
+"""SPEC §2.2: the `driptag` command, called in-process through `driptag.cli.main`, plus one test of the
 installed console script."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import builder
-from builder import Settings, build_manifest, render
-from builder import cli
-from builder.cli import API_TOKEN_WARNING
+import driptag
+from driptag import Settings, build_manifest, render
+from driptag import cli
+from driptag.cli import API_TOKEN_WARNING
 
 ACCOUNT = "83702741"
 TOKEN = "bmrdc6hczyn8yss8o8td"
@@ -189,7 +189,7 @@ def test_manifest_is_written_as_json(run, tmp_path, fmt, extra):
     nonce = "abc" if "--nonce" in extra else None
     assert manifest == build_manifest(settings, fmt, minify="--no-minify" not in extra, nonce=nonce), manifest
     assert manifest["bytes"] == (tmp_path / f"drip.{fmt}").stat().st_size
-    assert manifest["driptag_version"] == builder.__version__
+    assert manifest["driptag_version"] == driptag.__version__
     assert files_in(tmp_path) == sorted([f"drip.{fmt}", "out.json"])
 
 
@@ -215,7 +215,7 @@ def test_an_api_token_prints_one_warning_and_never_reaches_the_output(run, tmp_p
 
 def test_version(run):
     status, out, err = run("--version")
-    assert (status, out, err) == (0, f"driptag {builder.__version__}\n", [])
+    assert (status, out, err) == (0, f"driptag {driptag.__version__}\n", [])
 
 
 # --- failures leave files alone ------------------------------------------------------------------

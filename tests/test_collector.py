@@ -11,7 +11,7 @@ import pytest
 from flask import Flask, request
 from werkzeug.serving import make_server
 
-from builder.emulator import MAX_BODY_BYTES, MAX_REPORTS, Collector, bp, collector_for
+from driptag.emulators.trackjs import MAX_BODY_BYTES, MAX_REPORTS, Collector, bp, collector_for
 
 URL = "/emulator/events"
 

@@ -1,6 +1,6 @@
 """The QA demo site (SPEC §5), used as a person would: fill the forms, press the buttons, read the logs.
 
-The app under test is `builder.demo.create_app`, served on 127.0.0.1 by werkzeug in a daemon thread,
+The app under test is `driptag.web.demo.create_app`, served on 127.0.0.1 by werkzeug in a daemon thread,
 with the offline Drip emulator. Chromium is offline (see conftest.py); nothing here needs a network.
 """
 
@@ -19,9 +19,9 @@ from flask import Flask
 from playwright.sync_api import Page, expect
 from werkzeug.serving import make_server
 
-from builder import Settings, build_manifest, render
-from builder.cli import main as driptag
-from builder.emulator import collector_for, emulator_script
+from driptag import Settings, build_manifest, render
+from driptag.cli import main as driptag
+from driptag.emulators.trackjs import collector_for, emulator_script
 
 ACCOUNT = "83702741"
 CAMPAIGN = "7654321"
@@ -48,7 +48,7 @@ def serve(app: Flask) -> Iterator[Served]:
 
 @pytest.fixture(scope="module")
 def demo_server() -> Iterator[Served]:
-    from builder.demo import create_app
+    from driptag.web.demo import create_app
 
     yield from serve(create_app({"DEMO_ACCOUNT": ACCOUNT, "DEMO_CAMPAIGN_ID": CAMPAIGN}))
 
@@ -56,14 +56,14 @@ def demo_server() -> Iterator[Served]:
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[Served]:
     """The emulator answering after 800 ms: later than the loader's 300 ms callback timeout."""
-    from builder.demo import create_app
+    from driptag.web.demo import create_app
 
     yield from serve(create_app({"DEMO_ACCOUNT": ACCOUNT, "DRIP_EMULATOR_LATENCY_MS": 800}))
 
 
 @pytest.fixture(scope="module")
 def real_server() -> Iterator[Served]:
-    from builder.demo import create_app
+    from driptag.web.demo import create_app
 
     yield from serve(create_app({"DEMO_ACCOUNT": ACCOUNT, "DEMO_DRIP": "real"}))
 
@@ -443,7 +443,7 @@ def test_keyboard_tab_reaches_the_forms_and_enter_sends(demo: DemoPage):
 
 
 def test_real_mode_drip_js_points_at_tag_getdrip_com():
-    from builder.demo import create_app
+    from driptag.web.demo import create_app
 
     client = create_app({"DEMO_ACCOUNT": ACCOUNT, "DEMO_DRIP": "real"}).test_client()
     response = client.get("/drip.js")
@@ -475,7 +475,7 @@ def test_real_mode_page_shows_drips_answers_in_the_dcq_log(page: Page, real_serv
 
 
 def test_the_app_never_runs_with_debug():
-    from builder.demo import create_app
+    from driptag.web.demo import create_app
 
     assert create_app().debug is False
     assert create_app({"DEBUG": True}).debug is False
@@ -484,7 +484,7 @@ def test_the_app_never_runs_with_debug():
 @pytest.fixture
 def started(monkeypatch) -> dict:
     """run_demo with a stand-in for werkzeug's make_server: what it was given, and whether it was closed."""
-    import builder.demo as demo_module
+    import driptag.web.demo as demo_module
 
     started: dict = {"closed": False}
 
@@ -507,7 +507,7 @@ def started(monkeypatch) -> dict:
 
 
 def test_run_demo_serves_threaded_without_debugger_and_prints_the_url(started, capsys):
-    from builder.demo import run_demo
+    from driptag.web.demo import run_demo
 
     run_demo(account="83702741", campaign_id=None, host="127.0.0.1", port=5123, drip="emulator")
     assert isinstance(started["app"], Flask) and started["app"].debug is False
@@ -525,7 +525,7 @@ def test_run_demo_serves_threaded_without_debugger_and_prints_the_url(started, c
 
 
 def test_run_demo_on_all_interfaces_keeps_the_emulator_on_loopback(started):
-    from builder.demo import run_demo
+    from driptag.web.demo import run_demo
 
     run_demo(account="83702741", campaign_id="1234", host="0.0.0.0", port=5124, drip="emulator")
     client = started["app"].test_client()
@@ -575,7 +575,7 @@ def test_the_server_never_answers_500(demo_server: Served, method: str, path: st
 
 
 def test_odd_host_headers_never_break_drip_js():
-    from builder.demo import create_app
+    from driptag.web.demo import create_app
 
     client = create_app().test_client()
     for host in ("evil.example", "127.0.0.1:99999", "[::1]:5000", "localhost:5000", "LOCALHOST"):

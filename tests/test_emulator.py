@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from builder.emulator import bp, collector_for, emulator_script
-from builder.escaping import script_json
+from driptag.emulators.trackjs import bp, collector_for, emulator_script
+from driptag.loader.escaping import script_json
 
 ACCOUNT = "83702741"
 CAMPAIGN = "1234567"

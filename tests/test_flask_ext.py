@@ -1,4 +1,4 @@
-"""The Flask extension (builder.flask_ext): `drip_snippet(nonce=...)` in Jinja, settings checked at init_app,
+"""The Flask extension (driptag.web.flask): `drip_snippet(nonce=...)` in Jinja, settings checked at init_app,
 and a small app with a fresh CSP nonce per request, in the browser against the emulator."""
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from flask import Flask, g, render_template_string
 from markupsafe import Markup
 from werkzeug.serving import make_server
 
-from builder import Settings, SettingsError, emulator, render
-from builder.flask_ext import Driptag, DriptagState
+from driptag import Settings, SettingsError, render
+from driptag.emulators import trackjs as emulator
+from driptag.web.flask import Driptag, DriptagState
 from conftest import TEST_CAMPAIGN
 
 ACCOUNT = "83702741"
 NONCE = "cmFuZG9tLW5vbmNl"
-render_module = importlib.import_module("builder.render")  # the module (builder.render is also the function)
+render_module = importlib.import_module("driptag.loader.render")  # the module (driptag.loader.render is also the function)
 
 
 def make_app(config=None, **driptag_args) -> Flask:

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from builder import Settings, render
+from driptag import Settings, render
 
 ACCOUNT = "83702741"
 TRACK_JS = f"https://tag.getdrip.com/{ACCOUNT}.js"

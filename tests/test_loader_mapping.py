@@ -6,7 +6,7 @@ array, makes calls and compares the exact commands pushed (a JSON copy taken at 
 
 import pytest
 
-from builder import Settings
+from driptag import Settings
 
 ACCOUNT = "83702741"
 

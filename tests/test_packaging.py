@@ -3,15 +3,15 @@ a plain, non-editable install carries the templates and the static assets and wo
 
 from pathlib import Path
 
-import builder
-from builder.resources import resource_dir
+import driptag
+from driptag.resources import resource_dir
 
 SOURCE_TREE = Path(__file__).resolve().parent.parent
 
 
 def test_tests_import_the_installed_package_not_the_source_tree():
-    installed = Path(builder.__file__).resolve()
-    assert "site-packages" in installed.parts, f"builder was imported from {installed}, not from an installed copy"
+    installed = Path(driptag.__file__).resolve()
+    assert "site-packages" in installed.parts, f"driptag was imported from {installed}, not from an installed copy"
 
 
 def test_installed_package_carries_templates_and_static_assets():

@@ -29,7 +29,7 @@ import pytest
 from flask import Flask, abort
 from werkzeug.serving import make_server
 
-from builder import emulator
+from driptag.emulators import trackjs as emulator
 from conftest import TEST_CAMPAIGN, DripPage
 
 ROOT = Path(__file__).resolve().parent.parent

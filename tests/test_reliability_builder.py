@@ -24,11 +24,11 @@ import os
 
 import pytest
 
-from builder import Settings, render
-from builder.cli import API_TOKEN_WARNING
-from builder.render import browser_context, track_js_selector
+from driptag import Settings, render
+from driptag.cli import API_TOKEN_WARNING
+from driptag.loader.render import browser_context, track_js_selector
 
-render_module = importlib.import_module("builder.render")
+render_module = importlib.import_module("driptag.loader.render")
 
 ACCOUNT = "83702741"
 TOKEN = "HostileTokenNeverInTheBrowser0042"

@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from builder import Settings, emulator, render
-from builder.emulator import MAX_BODY_BYTES, collector_for
+from driptag import Settings, render
+from driptag.emulators import trackjs as emulator
+from driptag.emulators.trackjs import MAX_BODY_BYTES, collector_for
 
 ACCOUNT = "55500010"  # this test's own account: the session's collector also holds other tests' reports
 PAGES = 20

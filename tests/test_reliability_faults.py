@@ -19,7 +19,8 @@ import re
 
 import pytest
 
-from builder import Settings, build_manifest, emulator, render
+from driptag import Settings, build_manifest, render
+from driptag.emulators import trackjs as emulator
 from conftest import TEST_CAMPAIGN
 
 ACCOUNT = "83702741"

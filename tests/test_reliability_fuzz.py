@@ -29,7 +29,8 @@ import json
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from builder import Settings, emulator
+from driptag import Settings
+from driptag.emulators import trackjs as emulator
 
 ACCOUNT = "83702741"
 BATCH = 25

@@ -14,7 +14,8 @@ adds the deep comparison after the emulator ran, and non-JSON inputs.
 
 from __future__ import annotations
 
-from builder import Settings, emulator, render
+from driptag import Settings, render
+from driptag.emulators import trackjs as emulator
 from conftest import TEST_CAMPAIGN
 
 ACCOUNT = "83702741"

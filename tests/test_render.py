@@ -18,12 +18,13 @@ import jinja2
 import pytest
 from markupsafe import Markup
 
-import builder
-from builder import Settings, SettingsError, build_manifest, render
-from builder.escaping import html_attribute, script_json
-from builder.render import browser_context, inline_body, minify
+import driptag
+from driptag import Settings, SettingsError, build_manifest, render
+from driptag.loader.escaping import html_attribute, script_json
+from driptag.loader.minify import minify
+from driptag.loader.render import browser_context, inline_body
 
-render_module = importlib.import_module("builder.render")  # `builder.render` the attribute is the function
+render_module = importlib.import_module("driptag.loader.render")  # `driptag.loader.render` the attribute is the function
 
 ACCOUNT = "83702741"
 TRACK_JS = f"https://tag.getdrip.com/{ACCOUNT}.js"
@@ -140,11 +141,11 @@ def test_output_is_byte_identical_across_calls_and_after_the_caches_are_cleared(
 
 
 def test_output_is_byte_identical_in_a_fresh_process_with_another_hash_seed(tmp_path):
-    code = ("import json; from builder import Settings, render; "
+    code = ("import json; from driptag import Settings, render; "
             f"s = Settings(**{VARIANTS['everything']!r}); "
             "print(json.dumps([render(s, 'js'), render(s, 'js', minify=False), "
             "render(s, 'html', nonce='abc'), render(s, 'html', minify=False)]))")
-    same_builder = str(Path(builder.__file__).resolve().parent.parent)  # the builder this process imported
+    same_builder = str(Path(driptag.__file__).resolve().parent.parent)  # the builder this process imported
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
                             env={"PYTHONHASHSEED": "12345", "PATH": "/usr/bin:/bin", "PYTHONPATH": same_builder})
     assert result.returncode == 0, f"the fresh process failed: {result.stderr}"
@@ -349,7 +350,7 @@ def test_js_manifest_reports_sizes_hashes_and_the_sri_integrity(minified):
         "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0)),
         "sha256": hashlib.sha256(data).hexdigest(),
         "integrity": "sha384-" + base64.b64encode(hashlib.sha384(data).digest()).decode(),
-        "driptag_version": builder.__version__,
+        "driptag_version": driptag.__version__,
     }, f"manifest was {manifest}"
     assert re.fullmatch(r"sha384-[A-Za-z0-9+/]{64}", manifest["integrity"]), manifest["integrity"]
     assert re.fullmatch(r"[0-9a-f]{64}", manifest["sha256"]), manifest["sha256"]
@@ -371,11 +372,11 @@ def test_html_manifest_reports_the_csp_hash_of_the_inline_body(minified):
         "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0)),
         "sha256": hashlib.sha256(data).hexdigest(),
         "csp_hash": "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'",
-        "driptag_version": builder.__version__,
+        "driptag_version": driptag.__version__,
     }, f"manifest was {manifest}"
     assert "integrity" not in manifest
 
 
 def test_the_version_is_the_packages_version():
-    assert builder.__version__ == "0.1.0"
-    assert f'"{builder.__version__}"' in render(Settings(account=ACCOUNT), "js")
+    assert driptag.__version__ == "0.1.0"
+    assert f'"{driptag.__version__}"' in render(Settings(account=ACCOUNT), "js")

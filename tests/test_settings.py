@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from builder import Settings, SettingsError
-from builder.settings import FORBIDDEN_GLOBALS, Problem, python_names
+from driptag import Settings, SettingsError
+from driptag.loader.settings import FORBIDDEN_GLOBALS, Problem, python_names
 
 ACCOUNT = "83702741"
 TOKEN = "bmrdc6hczyn8yss8o8td"  # the seed's example: 20 alphanumerics

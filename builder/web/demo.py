@@ -1,7 +1,7 @@
 """The QA demo site (SPEC §5), served by `driptag demo`.
 
 `create_app(config)` is an application factory in the style of Flask's tutorial: a blueprint for the
-page and `/drip.js`, plus the emulator blueprint of `builder.emulator` (`/emulator/<account>.js` and
+page and `/drip.js`, plus the emulator blueprint of `driptag.emulators.trackjs` (`/emulator/<account>.js` and
 the collector `/emulator/events`). Nothing lives at module level but constants: every piece of state
 is on the app.
 
@@ -14,7 +14,7 @@ Config keys (all optional):
 - ``DEMO_EMULATOR_ORIGIN``: where the emulator is reachable when the page is opened under a host
   name that `Settings` does not allow over http (anything but 127.0.0.1/localhost), for example
   ``http://127.0.0.1:5000``. Without it, ``http://127.0.0.1:<port of the request>`` is used.
-- ``DRIP_EMULATOR_CAMPAIGNS`` and the other ``DRIP_EMULATOR_*`` keys of `builder.emulator`.
+- ``DRIP_EMULATOR_CAMPAIGNS`` and the other ``DRIP_EMULATOR_*`` keys of `driptag.emulators.trackjs`.
   ``DRIP_EMULATOR_CAMPAIGNS`` defaults to the demo's campaign, so the emulator knows it.
 
 The forms of the page never reach the server: the page's script parses them and calls the loader.
@@ -32,11 +32,11 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, current_app, render_template, request
 from werkzeug.serving import make_server
 
-from . import emulator
-from .render import build_manifest, render
-from .resources import resource_dir
-from .settings import DEFAULT_SCRIPT_ORIGIN, Settings, SettingsError
-from .version import __version__
+from ..emulators import trackjs as emulator
+from ..loader.render import build_manifest, render
+from ..resources import resource_dir
+from ..loader.settings import DEFAULT_SCRIPT_ORIGIN, Settings, SettingsError
+from ..version import __version__
 
 __all__ = ["DEFAULT_ACCOUNT", "DEMO_CAMPAIGN_ID", "bp", "create_app", "run_demo"]
 

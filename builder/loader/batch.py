@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .files import write_atomically
+from ..files import write_atomically
 from .render import build_manifest, render
 from .settings import Problem, Settings, SettingsError, python_names
 

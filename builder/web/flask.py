@@ -1,6 +1,6 @@
 """Flask extension: the driptag snippet in Jinja templates, with a CSP nonce per request.
 
-    from builder.flask_ext import Driptag
+    from driptag.web.flask import Driptag
 
     app.config["DRIPTAG"] = {"account": "83702741", "campaignId": "1234567"}
     Driptag(app)                      # or: driptag = Driptag(); driptag.init_app(app)
@@ -8,14 +8,14 @@
     {# in a template's <head> #}
     {{ drip_snippet(nonce=csp_nonce) }}
 
-Settings come from the ``settings=`` argument (a :class:`~builder.Settings`, or a mapping with the JSON
+Settings come from the ``settings=`` argument (a :class:`~driptag.Settings`, or a mapping with the JSON
 keys of a Segment settings object) or else from ``app.config["DRIPTAG"]`` (such a mapping). They are
-validated by ``init_app``, which raises :class:`~builder.SettingsError` naming every bad setting, so a
+validated by ``init_app``, which raises :class:`~driptag.SettingsError` naming every bad setting, so a
 misconfigured app fails at start-up rather than on its first page.
 
 ``drip_snippet(nonce=None)`` returns the ``html`` format (a ``<link rel="preload">`` for track.js unless
 the ``preload`` setting is off, and the inline ``<script>`` element) as Markup. Rendering is cached per
-settings by :func:`builder.render`: the loader is built once per process and each call only joins the
+settings by :func:`driptag.render`: the loader is built once per process and each call only joins the
 cached elements around that request's nonce. A nonce that is not base64/base64url raises ValueError (the
 page fails rather than ship a script the CSP would block).
 
@@ -31,8 +31,8 @@ from typing import Any
 from flask import Flask, current_app
 from markupsafe import Markup
 
-from .render import render
-from .settings import Problem, Settings, SettingsError
+from ..loader.render import render
+from ..loader.settings import Problem, Settings, SettingsError
 
 __all__ = ["CONFIG_KEY", "EXTENSION_KEY", "Driptag", "DriptagState"]
 

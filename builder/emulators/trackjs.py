@@ -3,7 +3,7 @@
 ``bp`` is a Flask blueprint mounted at ``/emulator``:
 
 - ``GET /emulator/<account>.js`` serves ``static/emulator/track.js`` behind a one-line config
-  prelude, ``window.dripEmulatorDefaults = {...};``, built with :func:`builder.escaping.script_json`.
+  prelude, ``window.dripEmulatorDefaults = {...};``, built with :func:`driptag.loader.escaping.script_json`.
   The app config keys ``DRIP_EMULATOR_CONFIG_DELAY_MS`` (default 50), ``DRIP_EMULATOR_CAMPAIGNS``
   (campaign ids, default none) and ``DRIP_EMULATOR_LATENCY_MS`` (default 5) set it.
 - ``/emulator/events`` is the collector: ``POST`` one report (a JSON object) or a list of them,
@@ -30,8 +30,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
-from .escaping import script_json
-from .resources import resource_dir
+from ..loader.escaping import script_json
+from ..resources import resource_dir
 
 __all__ = [
     "COLLECTOR_PATH",
