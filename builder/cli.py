@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from .loader.batch import build_batch
+from .errors import Failure
 from .files import write_atomically
 from .loader.render import FORMATS, build_manifest, check_nonce, render
 from .loader.settings import Settings, SettingsError, python_names
@@ -23,14 +24,6 @@ from .version import __version__
 
 API_TOKEN_WARNING = ("driptag: warning: the API token is a server-side secret; "
                      "it is ignored and not written into the browser output")
-
-
-class Failure(Exception):
-    """A user error: every line is printed as it is, and driptag exits with status 2."""
-
-    def __init__(self, *lines: str):
-        super().__init__(*lines)
-        self.lines = lines
 
 
 def _settings_options(command):
