@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS sources (
     write_key TEXT NOT NULL UNIQUE,
     account TEXT NOT NULL,
     paused TEXT,                -- why the whole source waits (credentials rejected), or NULL
-    token_tail TEXT,            -- the last 4 characters of the token that was rejected
+    token_fingerprint TEXT,     -- which token Drip rejected (a hash, never the token)
     last_error TEXT,
     last_error_at REAL
 );
@@ -399,26 +399,25 @@ class Spool:
                                     (account, endpoint_class)).fetchone()
         return row[0] if row else 0.0
 
-    def set_source_state(self, source_id: int, *, paused: str | None = None, token_tail: str | None = None,
-                         error: str | None = None) -> None:
+    def set_source_pause(self, source_id: int, paused: str | None, fingerprint: str | None = None) -> None:
+        """Pause the whole source (with `paused` None: end its pause)."""
+        self.run(lambda db: db.execute("UPDATE sources SET paused = ?, token_fingerprint = ? WHERE id = ?",
+                                       (paused, fingerprint, source_id)))
+
+    def record_error(self, source_id: int, error: str) -> None:
+        """Drip's last error for the source, for `relay status`."""
         now = self.clock()
-
-        def job(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE sources SET paused = ?, token_tail = ? WHERE id = ?", (paused, token_tail, source_id))
-            if error is not None:
-                db.execute("UPDATE sources SET last_error = ?, last_error_at = ? WHERE id = ?",
-                           (error, now, source_id))
-
-        self.run(job)
+        self.run(lambda db: db.execute("UPDATE sources SET last_error = ?, last_error_at = ? WHERE id = ?",
+                                       (error, now, source_id)))
 
     def source_state(self, source_id: int) -> tuple[str | None, str | None]:
-        """(why the source is paused or None, the tail of the token that was rejected)."""
-        row = self.reader().execute("SELECT paused, token_tail FROM sources WHERE id = ?", (source_id,)).fetchone()
+        """(why the source is paused or None, the fingerprint of the token that was rejected)."""
+        row = self.reader().execute("SELECT paused, token_fingerprint FROM sources WHERE id = ?", (source_id,)).fetchone()
         return (row[0], row[1]) if row else (None, None)
 
     def prune(self) -> None:
-        """Forget what no longer matters: messageIds older than a day, requests older than two hours,
-        statistics older than two days, pauses that ended."""
+        """Forget what no longer matters (messageIds older than a day, requests older than two hours,
+        statistics older than two days, pauses that ended) and count what waits again."""
         now = self.clock()
 
         def job(db: sqlite3.Connection) -> None:
@@ -426,6 +425,8 @@ class Spool:
             db.execute("DELETE FROM requests WHERE at < ?", (now - 7200,))
             db.execute("DELETE FROM stats WHERE name NOT LIKE 'skipped:%' AND hour < ?", (int(now // 3600) - 48,))
             db.execute("DELETE FROM pauses WHERE until < ?", (now,))
+            # `relay dead-letters --retry` may have queued records from another process.
+            self.pending = db.execute("SELECT count(*) FROM messages").fetchone()[0]
 
         self.run(job)
 
