@@ -145,12 +145,13 @@ def _source(entry: Any, label: str, environ: Mapping[str, str], problems: list[s
     write_key = values.get("writeKey")
     if not isinstance(write_key, str) or not _WRITE_KEY.fullmatch(write_key):
         problems.append(f"{label}.writeKey: is required: 1 to 200 printable ASCII characters without spaces")
-    if token in (None, ""):
+    token_named = any(line.startswith((f"{label}.apiToken", f"{label}.token")) for line in problems[before:])
+    if token in (None, "") and not token_named:
         problems.append(f"{label}.apiToken: is required: the Drip API token of the account "
                         '(write "${DRIP_API_TOKEN}" to read it from the environment)')
     try:
         settings = Settings(account=values.get("account"), campaign_id=values.get("campaignId"),
-                            api_token=token, key_style=values.get("keyStyle", "segment"))
+                            api_token=token or None, key_style=values.get("keyStyle", "segment"))
     except SettingsError as error:
         problems.extend(f"{label}.{problem.line('json')}" for problem in error.problems)
         settings = None
