@@ -3,6 +3,10 @@
 Every value that reaches a template is serialised as JSON and then made safe for an inline
 ``<script>`` element, the same rule as Flask's ``tojson``: ``<``, ``>``, ``&``, ``'``, U+2028 and
 U+2029 become ``\\uXXXX`` escapes. Nothing is ever placed into JavaScript by string formatting.
+
+Jinja's ``htmlsafe_json_dumps`` (its ``tojson`` filter) escapes the first four; the JSON it is given is
+written here: keys sorted, no white space, non-ASCII kept as it is (smaller), NaN and Infinity refused
+(they are not JSON), and the two line separators escaped (older JavaScript engines end a string at them).
 """
 
 from __future__ import annotations
@@ -11,25 +15,17 @@ import html
 import json
 from typing import Any
 
-from jinja2 import Undefined
+from jinja2 import Undefined, UndefinedError
+from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup
 
-_SCRIPT_UNSAFE = {
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "'": "\\u0027",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-_TABLE = str.maketrans(_SCRIPT_UNSAFE)
+_LINE_SEPARATORS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 def script_json(value: Any) -> Markup:
     """Return ``value`` as a JavaScript literal that is safe inside an inline ``<script>``."""
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False,
-                      default=_not_json)
-    return Markup(text.translate(_TABLE))
+    return htmlsafe_json_dumps(value, dumps=_json_without_line_separators, ensure_ascii=False, sort_keys=True,
+                               separators=(",", ":"), allow_nan=False, default=_not_json)
 
 
 def html_attribute(value: str) -> Markup:
@@ -37,7 +33,14 @@ def html_attribute(value: str) -> Markup:
     return Markup(html.escape(value, quote=True))
 
 
+def _json_without_line_separators(value: Any, **options: Any) -> str:
+    return json.dumps(value, **options).translate(_LINE_SEPARATORS)
+
+
 def _not_json(value: Any) -> Any:
-    if isinstance(value, Undefined):  # a value missing from the template context: say which one
-        value._fail_with_undefined_error()
+    if isinstance(value, Undefined):
+        # A value missing from the template context: a StrictUndefined raises UndefinedError, naming it, as
+        # soon as it is turned into a string; any other Undefined is refused here all the same.
+        str(value)
+        raise UndefinedError("a template value is undefined")
     raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
