@@ -1,8 +1,13 @@
-"""Settings (SPEC §1): one validated, immutable object.
+"""Settings: one validated, immutable object, and the one declaration of every setting.
 
 The names follow Segment's Drip destination, so an exported Segment settings object can be used as is.
 Every problem names the setting, shows the offending value (truncated, control characters escaped) and
-says what is allowed. Validation here is the first line of defence; the escaping of §2.4 is the second.
+says what is allowed. Validation here is the first line of defence; escaping every value placed into
+the JavaScript is the second.
+
+Each setting is declared once, as a `Setting` in `SETTINGS`: its Python name, JSON key(s), command-line
+flag, help, default and check. Validation, the defaults of the `Settings` dataclass, the command's flags,
+the labels in messages and the README's table of settings all come from those records.
 """
 
 from __future__ import annotations
@@ -13,36 +18,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..messages import one_line, show  # show: also for other modules' messages about settings
+
 DEFAULT_SCRIPT_ORIGIN = "https://tag.getdrip.com"
-
-# JSON key -> Python name. `token` is the name Segment's own settings object uses for the API token.
-JSON_KEYS = {
-    "account": "account",
-    "campaignId": "campaign_id",
-    "apiToken": "api_token",
-    "token": "api_token",
-    "scriptOrigin": "script_origin",
-    "globalName": "global_name",
-    "keyStyle": "key_style",
-    "consent": "consent",
-    "callbackTimeout": "callback_timeout_ms",
-    "debug": "debug",
-    "preload": "preload",
-}
-
-# Python name -> (JSON key, CLI flag): how front ends name a setting in their messages.
-LABELS = {
-    "account": ("account", "--account"),
-    "campaign_id": ("campaignId", "--campaign-id"),
-    "api_token": ("apiToken", "--api-token"),
-    "script_origin": ("scriptOrigin", "--script-origin"),
-    "global_name": ("globalName", "--global"),
-    "key_style": ("keyStyle", "--keys"),
-    "consent": ("consent", "--consent"),
-    "callback_timeout_ms": ("callbackTimeout", "--callback-timeout"),
-    "debug": ("debug", "--debug"),
-    "preload": ("preload", "--preload"),
-}
 
 # Keys that Segment puts into a destination's settings object and that mean nothing to driptag.
 SEGMENT_ONLY_KEYS = frozenset({
@@ -78,48 +56,9 @@ _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([
 _LOCAL_HOSTS = ("localhost", "127.0.0.1")
 
 
-def show(value: Any, limit: int = 40) -> str:
-    """The offending value for a message: quoted, control characters escaped, truncated."""
-    if value is None or isinstance(value, (bool, int, float)):
-        return repr(value)
-    text = value if isinstance(value, str) else repr(value)
-    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit])
-    shown = f"'{escaped}'" if isinstance(value, str) else escaped
-    return shown if len(text) <= limit else f"{shown}… ({len(text):,} characters)"
-
-
-def _key_label(key: Any) -> str:
-    """An unknown key as the label of its problem: control characters escaped, truncated, one line."""
-    text = str(key)
-    escaped = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:40])
-    return escaped if len(text) <= 40 else escaped + "…"
-
-
-@dataclasses.dataclass(frozen=True)
-class Problem:
-    setting: str  # the Python name; front ends label it with LABELS
-    message: str
-    as_written: bool = False  # `setting` is a key as the file wrote it (an unknown key): never relabelled
-
-    def line(self, style: str = "python") -> str:
-        if self.as_written:
-            return f"{self.setting}: {self.message}"
-        json_key, flag = LABELS.get(self.setting, (self.setting, "--" + self.setting))
-        label = {"python": self.setting, "json": json_key, "cli": f"{json_key} ({flag})"}[style]
-        return f"{label}: {self.message}"
-
-
-class SettingsError(ValueError):
-    """Invalid settings. `problems` has one entry per problem, each naming its setting."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = list(problems)
-        super().__init__("; ".join(p.line() for p in self.problems))
-
-
 def _numeric_id(value: Any, pattern: re.Pattern[str], what: str) -> str:
     """A Drip ID: a string of ASCII digits; a non-negative integer is accepted and turned into one."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10 ** 20:
         value = str(value)
     if isinstance(value, str) and pattern.fullmatch(value):
         return value
@@ -181,12 +120,16 @@ def _global_name(value: Any) -> str:
     return value
 
 
-def _choice(*allowed: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if isinstance(value, str) and value in allowed:
+@dataclasses.dataclass(frozen=True)
+class _Choice:
+    """A check that allows one of a few words (the command line shows them as the flag's metavar)."""
+
+    choices: tuple[str, ...]
+
+    def __call__(self, value: Any) -> str:
+        if isinstance(value, str) and value in self.choices:
             return value
-        raise ValueError(f"{show(value)} is not allowed: one of {', '.join(allowed)}")
-    return check
+        raise ValueError(f"{show(value)} is not allowed: one of {', '.join(self.choices)}")
 
 
 def _timeout(value: Any) -> int:
@@ -205,42 +148,157 @@ def _flag(value: Any) -> bool:
     raise ValueError(f"{show(value)} is not allowed: true or false")
 
 
-_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "account": _account,
-    "campaign_id": _campaign,
-    "api_token": _token,
-    "script_origin": _origin,
-    "global_name": _global_name,
-    "key_style": _choice("segment", "snake"),
-    "consent": _choice("auto", "required"),
-    "callback_timeout_ms": _timeout,
-    "debug": _flag,
-    "preload": _flag,
-}
+class _Required:
+    """The default of a setting that has none: it must be given."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting, declared once."""
+
+    name: str  # the Python name: the Settings field and the command-line parameter
+    json_keys: tuple[str, ...]  # the first is the setting's JSON key; any others are accepted aliases
+    flag: str  # the command-line flag; a boolean setting also has the --no- form
+    check: Callable[[Any], Any]  # the value as given -> the value kept; ValueError says what is allowed
+    help: str  # one sentence for --help
+    doc: str  # the rule, as the README's table of settings states it (Markdown)
+    default: Any = REQUIRED
+    secret: bool = False  # never shown: not in repr(), not in messages
+
+    @property
+    def json_key(self) -> str:
+        return self.json_keys[0]
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def boolean(self) -> bool:
+        return isinstance(self.default, bool)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The flag, and for a boolean setting the flag that turns it off."""
+        return (self.flag, "--no-" + self.flag[2:]) if self.boolean else (self.flag,)
+
+    @property
+    def metavar(self) -> str | None:
+        """How --help shows the value: the allowed words of a choice, else click's own."""
+        return "|".join(self.check.choices) if isinstance(self.check, _Choice) else None
+
+    def label(self, style: str) -> str:
+        """How a message names the setting: by Python name, JSON key, or JSON key and flag."""
+        return {"python": self.name, "json": self.json_key, "cli": f"{self.json_key} ({self.flag})"}[style]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("account", ("account",), "--account", _account,
+            help="Drip account ID: 7 to 9 digits, like 83702741 (required).",
+            doc="**required**: your Drip account ID, 7 to 9 digits (e.g. `83702741`); an integer is accepted"),
+    Setting("campaign_id", ("campaignId",), "--campaign-id", _campaign, default=None,
+            help="Subscribe every identified user to this campaign.",
+            doc="optional, 1–20 digits. **Every identified user is subscribed to this campaign** (a call can "
+                "override it, see below)"),
+    Setting("api_token", ("apiToken", "token"), "--api-token", _token, default=None, secret=True,
+            help="Server-side secret: never written into browser output.",
+            doc="optional, 20 to 128 letters and digits. A server-side secret: never written into browser output "
+                "(an invalid one is reported by its length, never shown); given to a build it is checked, then "
+                "ignored with one warning"),
+    Setting("script_origin", ("scriptOrigin",), "--script-origin", _origin, default=DEFAULT_SCRIPT_ORIGIN,
+            help="Where track.js comes from.",
+            doc="default `https://tag.getdrip.com`; track.js is `{script_origin}/{account}.js`. `https://` "
+                "without query or fragment; `http://` only for `localhost`/`127.0.0.1`"),
+    Setting("global_name", ("globalName",), "--global", _global_name, default="analytics",
+            help="Name of the analytics.js-style object.",
+            doc="default `analytics`: where the analytics.js-style facade goes. An ASCII identifier, not a "
+                "reserved word nor a name the page or Drip relies on (`window`, `driptag`, `_dcq`, …)"),
+    Setting("key_style", ("keyStyle",), "--keys", _Choice(("segment", "snake")), default="segment",
+            help="How top-level keys of traits and properties are written.",
+            doc="`segment` (default: white space in top-level keys becomes `_`, as Segment does) or `snake` "
+                "(top-level keys become lower snake case, as Drip's documentation asks: `firstName` → "
+                "`first_name`)"),
+    Setting("consent", ("consent",), "--consent", _Choice(("auto", "required")), default="auto",
+            help="Load at once, or after consent.",
+            doc="`auto` (default: load at once) or `required` (load nothing until `driptag.consent(true)`)"),
+    Setting("callback_timeout_ms", ("callbackTimeout",), "--callback-timeout", _timeout, default=300,
+            help="Milliseconds before a callback runs without Drip's answer.",
+            doc="default 300, 0–10000: a call's callback runs when Drip answers, or after this long"),
+    Setting("debug", ("debug",), "--debug", _flag, default=False,
+            help="Log every bridged call with console.debug.",
+            doc="default false: log every call handed to Drip with `console.debug`"),
+    Setting("preload", ("preload",), "--preload", _flag, default=True,
+            help="html: a <link rel=preload> for track.js before the <script>.",
+            doc="default true: the `html` output starts with a `<link rel=\"preload\">` for `track.js` (never with "
+                "`consent: required`). No effect on the `js` output"),
+)
+
+SETTING: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+# JSON key (and alias) -> Python name.
+JSON_KEYS: dict[str, str] = {key: setting.name for setting in SETTINGS for key in setting.json_keys}
+
+
+def _field(name: str) -> Any:
+    """The dataclass field of a setting: its default (if any) from its declaration."""
+    setting = SETTING[name]
+    if setting.required:
+        return dataclasses.field(repr=not setting.secret)
+    return dataclasses.field(default=setting.default, repr=not setting.secret)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    setting: str  # the Python name (or a key as written, see as_written)
+    message: str
+    as_written: bool = False  # `setting` is a key as the file wrote it (an unknown key): never relabelled
+
+    def line(self, style: str = "python") -> str:
+        """`setting: message`, the setting named by its Python name, JSON key, or JSON key and flag."""
+        if self.as_written or self.setting not in SETTING:
+            return f"{self.setting}: {self.message}"
+        return f"{SETTING[self.setting].label(style)}: {self.message}"
+
+
+class SettingsError(ValueError):
+    """Invalid settings. `problems` has one entry per problem, each naming its setting."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("; ".join(p.line() for p in self.problems))
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Validated settings of one loader. Raises SettingsError (a ValueError) listing every problem."""
+    """Validated settings of one loader. Raises SettingsError (a ValueError) listing every problem.
 
-    account: str
-    campaign_id: str | None = None
-    api_token: str | None = dataclasses.field(default=None, repr=False)
-    script_origin: str = DEFAULT_SCRIPT_ORIGIN
-    global_name: str = "analytics"
-    key_style: str = "segment"
-    consent: str = "auto"
-    callback_timeout_ms: int = 300
-    debug: bool = False
-    preload: bool = True
+    The fields are the settings of `SETTINGS`, in order, with their declared defaults.
+    """
+
+    account: str = _field("account")
+    campaign_id: str | None = _field("campaign_id")
+    api_token: str | None = _field("api_token")
+    script_origin: str = _field("script_origin")
+    global_name: str = _field("global_name")
+    key_style: str = _field("key_style")
+    consent: str = _field("consent")
+    callback_timeout_ms: int = _field("callback_timeout_ms")
+    debug: bool = _field("debug")
+    preload: bool = _field("preload")
 
     def __post_init__(self) -> None:
         problems = []
-        for field in dataclasses.fields(self):
+        for setting in SETTINGS:
             try:
-                object.__setattr__(self, field.name, _CHECKS[field.name](getattr(self, field.name)))
+                object.__setattr__(self, setting.name, setting.check(getattr(self, setting.name)))
             except ValueError as error:
-                problems.append(Problem(field.name, str(error)))
+                problems.append(Problem(setting.name, str(error)))
         if problems:
             raise SettingsError(problems)
 
@@ -265,14 +323,45 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def python_names(data: Mapping[str, Any], *, note: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Translate a JSON-style settings mapping to Python names; SettingsError for unknown keys."""
+def _declarations_agree() -> None:
+    """The Settings fields are the declared settings, in order, and each default passes its own check."""
+    fields = tuple(field.name for field in dataclasses.fields(Settings))
+    if fields != tuple(SETTING):
+        raise RuntimeError(f"the Settings fields {fields} are not the declared settings {tuple(SETTING)}")
+    for setting in SETTINGS:
+        if not setting.required and setting.check(setting.default) != setting.default:
+            raise RuntimeError(f"the default of {setting.name} does not pass its own check")
+
+
+_declarations_agree()
+
+
+def check_each(values: Mapping[str, Any]) -> list[Problem]:
+    """The problems of each value on its own, by Python name; nothing is required here. For values that
+    are defaults of many builds (the flags of a batch): they are reported once, before any row."""
+    problems = []
+    for name, value in values.items():
+        try:
+            SETTING[name].check(value)
+        except ValueError as error:
+            problems.append(Problem(name, str(error)))
+    return problems
+
+
+def python_names(data: Mapping[str, Any], *, note: Callable[[str], None] | None = None,
+                 keys: dict[str, str] | None = None) -> dict[str, Any]:
+    """Translate a JSON-style settings mapping to Python names; SettingsError for unknown keys.
+
+    `keys`, when given, is filled with the key each setting was written as (Python name -> JSON key), so a
+    front end can name a bad value the way its file wrote it.
+    """
     if not isinstance(data, Mapping):
         raise SettingsError([Problem("settings", "a settings file holds one JSON object, like {\"account\": \"83702741\"}")])
     integrations = data.get("integrations")
     if isinstance(integrations, Mapping) and isinstance(integrations.get("Drip"), Mapping):
         data = integrations["Drip"]
     values: dict[str, Any] = {}
+    written: dict[str, str] = {}
     problems = []
     for key, value in data.items():
         name = JSON_KEYS.get(key)
@@ -281,15 +370,29 @@ def python_names(data: Mapping[str, Any], *, note: Callable[[str], None] | None 
                 note(f"ignoring the Segment-only setting {show(key)}")
             continue
         if name is None:
-            known = ", ".join(sorted(k for k in JSON_KEYS if k != "token"))
-            # The key names the problem, so it is escaped and truncated like any shown value.
-            hint = f" (the JSON key is {LABELS[key][0]})" if key in LABELS and key not in JSON_KEYS else ""
-            problems.append(Problem(_key_label(key), f"unknown setting {show(key)}{hint}; the settings are {known}",
+            known = ", ".join(sorted(setting.json_key for setting in SETTINGS))
+            hint = f" (the JSON key is {SETTING[key].json_key})" if key in SETTING else ""
+            # The key names the problem, so it is escaped and shortened like any value shown.
+            problems.append(Problem(one_line(str(key), 40), f"unknown setting {show(key)}{hint}; the settings are {known}",
                                     as_written=True))
         elif name in values and values[name] != value:
-            problems.append(Problem(name, "given twice (as apiToken and token) with different values"))
+            aliases = " and ".join(SETTING[name].json_keys)
+            problems.append(Problem(name, f"given twice (as {aliases}) with different values"))
         else:
             values[name] = value
+            written.setdefault(name, key)
     if problems:
         raise SettingsError(problems)
+    if keys is not None:
+        keys.update(written)
     return values
+
+
+def settings_table() -> str:
+    """The README's table of settings, in Markdown, from the declarations."""
+    rows = ["| setting (Python) | JSON key | flag | rule |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        json_keys = " or ".join(f"`{key}`" for key in setting.json_keys)
+        flags = " / ".join(f"`{flag}`" for flag in setting.flags)
+        rows.append(f"| `{setting.name}` | {json_keys} | {flags} | {setting.doc} |")
+    return "\n".join(rows) + "\n"
