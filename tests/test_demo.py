@@ -1,4 +1,4 @@
-"""The QA demo site (SPEC §5), used as a person would: fill the forms, press the buttons, read the logs.
+"""The QA demo site (`driptag demo`), used as a person would: fill the forms, press the buttons, read the logs.
 
 The app under test is `driptag.web.demo.create_app`, served on 127.0.0.1 by werkzeug in a daemon thread,
 with the offline Drip emulator. Chromium is offline (see conftest.py); nothing here needs a network.
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from werkzeug.serving import make_server
 
 from driptag import Settings, build_manifest, render
@@ -329,10 +330,12 @@ def test_blocking_the_emulator_script_turns_the_badge_to_failed(demo: DemoPage):
     expect(demo.page.locator("#status-badge")).to_have_attribute("data-status", "failed")
     expect(demo.page.locator("#status-detail")).to_contain_text("did not load")
 
-    # Calls are still logged: pushed, never answered, the callback runs at the timeout.
+    # Calls are still logged: pushed, never answered (and said so), the callback runs at the timeout.
     demo.identify(email="ada@example.com")
-    expect(demo.pushed("identify")).to_have_attribute("data-answer", "pending")
+    expect(demo.pushed("identify")).to_have_attribute("data-answer", "unanswered")
+    expect(demo.pushed("identify").locator(".answer")).to_have_text("will not be answered")
     expect(demo.dcq_log.locator(".outcome")).to_have_attribute("data-outcome", "timeout")
+    expect(demo.dcq_log.locator(".outcome")).to_contain_text("track.js did not load, so Drip will not answer")
     expect(demo.emulator_log.locator(".report")).to_have_count(0)
 
 
@@ -470,6 +473,41 @@ def test_real_mode_page_shows_drips_answers_in_the_dcq_log(page: Page, real_serv
     assert not any("/emulator/" in url for _, url in tab.requests)
 
 
+def test_real_mode_with_track_js_failed_says_calls_will_not_be_answered(page: Page, real_server: Served):
+    # Drip's host answers nothing until the test lets it fail: a call made while track.js is loading waits
+    # for Drip; once track.js has failed, it and every later call say no answer will come.
+    held = []
+    page.route("**/tag.getdrip.com/**", lambda route: held.append(route))
+    tab = DemoPage(page, real_server)
+    page.goto(real_server.url + "/", wait_until="domcontentloaded")  # "load" would wait for track.js
+    expect(tab.badge).to_have_text("loading")
+    tab.identify(email="ada@example.com")
+    identify = tab.pushed("identify")
+    expect(identify.locator(".answer")).to_have_text("waiting for Drip")
+    expect(identify).to_have_attribute("data-answer", "pending")
+
+    assert len(held) == 1, f"track.js requests held: {[route.request.url for route in held]}"
+    held[0].abort()
+    expect(tab.badge).to_have_text("failed")
+    expect(identify).to_have_attribute("data-answer", "unanswered")
+    expect(identify.locator(".answer")).to_have_text("will not be answered")
+    expect(identify.locator(".response")).to_have_text(
+        "track.js did not load, so this command stays in _dcq: Drip never gets it.")
+
+    tab.track(event="Order Completed", revenue="19.99")
+    track = tab.pushed("track")
+    expect(track).to_have_attribute("data-answer", "unanswered")
+    expect(track.locator(".answer")).to_have_text("will not be answered")
+    outcomes = tab.dcq_log.locator(".outcome")
+    expect(outcomes).to_have_count(2)
+    for index in range(2):
+        expect(outcomes.nth(index)).to_have_attribute("data-outcome", "timeout")
+        expect(outcomes.nth(index)).to_contain_text(
+            "callback ran after the timeout (300 ms): track.js did not load, so Drip will not answer")
+    expect(tab.dcq_log).not_to_contain_text("waiting for Drip")
+    assert tab.page_errors == [], f"the page threw: {tab.page_errors}"
+
+
 # ---------------------------------------------------------------------------------------------
 # The server
 
@@ -595,6 +633,116 @@ def test_page_has_a_strict_csp_and_no_inline_script(demo_server: Served):
     assert all('type="application/json"' in attrs or "src=" in attrs for attrs, _ in scripts)
     assert not re.search(r"https?://(?!127\.0\.0\.1|localhost|tag\.getdrip\.com)", re.sub(r"<textarea.*?</textarea>", "", html, flags=re.S)), \
         "the page refers to another host (fonts, CDNs)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout, from a phone to a wide screen
+
+PLACEHOLDERS = {
+    "identify-user-id": "e.g. user-42",
+    "identify-email": "e.g. ada@example.com",
+    "identify-traits": 'e.g. {"first_name": "Ada", "tags": "vip, beta"}',
+    "identify-integrations": 'e.g. {"Drip": {"doubleOptin": true}}',
+    "identify-campaign": "e.g. 1234567, or none",
+    "track-event": "e.g. Order Completed",
+    "track-revenue": "e.g. 19.99",
+    "track-properties": 'e.g. {"order_id": "A-1001", "items": 2}',
+    "track-integrations": 'e.g. {"All": false, "Drip": true}',
+    "track-timestamp": "e.g. 2024-05-01T12:00:00Z",
+}
+
+# Every pair of panels whose boxes overlap, at every scroll position from the top to the bottom of the page.
+OVERLAPS = """() => {
+  const panels = [...document.querySelectorAll(".panel")];
+  const names = panels.map(p => p.getAttribute("aria-labelledby"));
+  const overlaps = [];
+  const bottom = document.documentElement.scrollHeight - window.innerHeight;
+  for (let y = 0; ; y = Math.min(bottom, y + 40)) {
+    window.scrollTo(0, y);
+    const boxes = panels.map(p => p.getBoundingClientRect());
+    for (let i = 0; i < boxes.length; i++) {
+      for (let j = i + 1; j < boxes.length; j++) {
+        const a = boxes[i], b = boxes[j];
+        if (a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1) {
+          overlaps.push(`${names[i]} and ${names[j]} at scrollY ${Math.round(window.scrollY)}`);
+        }
+      }
+    }
+    if (y >= bottom) break;
+  }
+  window.scrollTo(0, 0);
+  return overlaps;
+}"""
+
+
+def send_ten_calls(demo: DemoPage) -> None:
+    """Five identify and five track calls, through the forms, each answered by the emulator."""
+    for n in range(5):
+        demo.identify(user_id=f"user-{n}", email=f"person{n}@example.com", traits='{"plan": "pro"}')
+        demo.track(event=f"Order Completed {n}", properties='{"order_id": "A-%d"}' % n, revenue="19.99")
+    expect(demo.received("identify")).to_have_count(5)
+    expect(demo.received("subscribe")).to_have_count(5)
+    expect(demo.received("track")).to_have_count(5)
+    expect(demo.dcq_log.locator(".outcome[data-outcome=answered]")).to_have_count(10)
+
+
+def click_landing_on(page: Page, button) -> None:
+    """Click `button` as a person would: Playwright clicks only once the button itself gets the pointer at its
+    centre, so a button covered by another box makes this time out (reported with what covers it)."""
+    button.scroll_into_view_if_needed()
+    try:
+        button.click(timeout=5000)
+    except PlaywrightTimeout:
+        covered_by = button.evaluate("""b => { const r = b.getBoundingClientRect();
+            const e = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+            return e ? e.outerHTML.slice(0, 160) : null; }""")
+        raise AssertionError(f"the click never landed on the button: it is covered by {covered_by}") from None
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_copy_snippet_can_be_clicked_after_ten_calls_on_a_wide_window(demo: DemoPage, width: int):
+    page = demo.page
+    page.set_viewport_size({"width": width, "height": 900})
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=demo.server.url)
+    demo.open()
+    send_ten_calls(demo)
+
+    click_landing_on(page, page.get_by_role("button", name="Copy snippet"))
+    snippet = render(Settings(account=ACCOUNT, campaign_id=CAMPAIGN), "html")
+    expect(page.locator("#copy-status")).to_have_text(f"Copied {len(snippet):,} characters")
+    assert page.evaluate("() => navigator.clipboard.readText()") == snippet
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"demo-{width}-after-copy.png"))
+
+
+@pytest.mark.parametrize("width", [360, 800, 1180, 1280, 1920, 2560])
+def test_no_panel_covers_another_and_nothing_scrolls_sideways(demo: DemoPage, width: int):
+    page = demo.page
+    page.set_viewport_size({"width": width, "height": 800})
+    demo.open()
+    send_ten_calls(demo)
+
+    assert page.evaluate(OVERLAPS) == [], f"panels overlap at {width}px"
+    scroll_width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert scroll_width <= width, f"the page is {scroll_width}px wide in a {width}px window"
+    # The snippet comes after the logs, in the page's order and on the screen.
+    logs_bottom = page.locator(".logs").evaluate("e => e.getBoundingClientRect().bottom")
+    snippet_top = page.locator(".snippet").evaluate("e => e.getBoundingClientRect().top")
+    assert snippet_top > logs_bottom, f"the snippet starts at {snippet_top}px, above the logs' end ({logs_bottom}px)"
+
+
+def test_placeholders_are_examples_in_a_muted_italic_style(demo: DemoPage):
+    demo.open()
+    page = demo.page
+    fields = page.locator("input[placeholder], textarea[placeholder]")
+    assert dict(fields.evaluate_all("els => els.map(e => [e.id, e.placeholder])")) == PLACEHOLDERS
+    styles = fields.evaluate_all("""els => els.map(e => {
+        const field = getComputedStyle(e), hint = getComputedStyle(e, "::placeholder");
+        return [e.id, field.color, hint.color, hint.fontStyle, hint.opacity]; })""")
+    for field_id, text_colour, colour, font_style, opacity in styles:
+        assert (colour, font_style, opacity) == ("rgb(107, 114, 128)", "italic", "1"), \
+            f"#{field_id}: placeholder {colour} {font_style}, opacity {opacity}"
+        assert text_colour == "rgb(28, 34, 48)", f"#{field_id}: typed text is {text_colour}"
 
 
 # ---------------------------------------------------------------------------------------------

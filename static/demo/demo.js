@@ -1,5 +1,5 @@
 /*
- * driptag demo page (SPEC §5).
+ * driptag demo page: the QA page of `driptag demo`.
  *
  * Part 1 runs at once, before the loader (this script is included without async, ahead of
  * /drip.js): it installs a spy on window._dcq that records every command pushed, copied at push
@@ -200,16 +200,22 @@
       return loaderScriptFailed ? "no-loader" : "loading";
     }
 
+    // track.js failed to load (blocked, 404, CSP): whatever was pushed to _dcq stays there, unsent, and
+    // no answer will come. The log says so rather than "waiting for Drip" for ever.
+    function trackJsFailed() {
+      return loaderStatus() === "failed";
+    }
+
     function refreshStatus() {
       var status = loaderStatus();
       if (status === shownStatus) return;
       shownStatus = status;
+      if (status === "failed") markUnanswered();
       var badge = $("status-badge");
       badge.textContent = status === "no-loader" ? "failed" : status;
       badge.setAttribute("data-status", status === "no-loader" ? "failed" : status);
       $("status-detail").textContent = STATUS_TEXT[status] || "";
     }
-    refreshStatus();
     setInterval(refreshStatus, 100);
 
     // -- Forms ---------------------------------------------------------------------------------
@@ -305,7 +311,7 @@
       var campaign = readCampaign(campaignField);
       var doubleOptin = $("identify-double-optin").value;
       if (integrations && (campaign !== undefined || doubleOptin)) {
-        // SPEC §3.3: an object at integrations.Drip turns Drip on, so the override must not be added to a
+        // An object at integrations.Drip turns Drip on (as in analytics.js), so the override must not be added to a
         // call that has Drip off (Drip: false, or All: false without Drip: true).
         var dripObject = integrations.Drip && typeof integrations.Drip === "object" && !Array.isArray(integrations.Drip);
         if (integrations.Drip === false || integrations.All === false && integrations.Drip !== true && !dripObject) {
@@ -393,7 +399,8 @@
       if (target && target.getAttribute && target.getAttribute("aria-invalid") === "true") clearError(target);
     });
 
-    // One call through the facade, with a callback that tells when and why it ran (§3.7).
+    // One call through the facade, with a callback that tells when and why it ran (at Drip's answer, or at
+    // the loader's callback timeout).
     function send(api, method, args) {
       if (window.driptag && typeof window.driptag.debug === "function") {
         window.driptag.debug($("loader-debug").checked);
@@ -554,8 +561,10 @@
           outcome.textContent = "callback ran after Drip's answer, " + ms + " after the call";
           outcome.setAttribute("data-outcome", "answered");
         } else {
-          outcome.textContent = "callback ran after the timeout (" + config.callbackTimeout +
-            " ms): Drip did not answer" + (call.pushes.length ? " in time" : ", nothing was sent") + " · " + ms;
+          var why = !call.pushes.length ? "Drip did not answer, nothing was sent" :
+            trackJsFailed() ? "track.js did not load, so Drip will not answer" : "Drip did not answer in time";
+          outcome.textContent = "callback ran after the timeout (" + config.callbackTimeout + " ms): " + why +
+            " · " + ms;
           outcome.setAttribute("data-outcome", "timeout");
         }
       }
@@ -583,23 +592,46 @@
       return view;
     }
 
+    // What a push shows: Drip's answer, or that none will come because track.js did not load.
+    function pushState(record) {
+      var answered = record.answer === "success" || record.answer === "failure";
+      return !answered && trackJsFailed() ? "unanswered" : record.answer;
+    }
+
     function updatePush(record, view) {
-      view.item.setAttribute("data-answer", record.answer);
-      view.answer.className = "answer answer-" + record.answer;
+      var state = pushState(record);
+      view.item.setAttribute("data-answer", state);
+      view.answer.className = "answer answer-" + state;
       var text = {
         pending: "waiting for Drip",
+        unanswered: "will not be answered",
         success: "success",
         failure: "failure",
         none: "no callback"
-      }[record.answer];
+      }[state];
       view.answer.textContent = text + (record.late ? " (after the timeout)" : "");
       view.response.textContent = "";
-      if (record.answer === "success" || record.answer === "failure") {
+      if (state === "success" || state === "failure") {
         view.response.textContent = (record.response === null ? "Drip called " + record.answer + "() with no argument" :
           record.answer + " " + oneLine(record.response)) + " · " + Math.round(record.answeredAfter) + " ms";
-      } else if (record.answer === "none") {
+      } else if (state === "unanswered") {
+        view.response.textContent = "track.js did not load, so this command stays in _dcq: Drip never gets it.";
+      } else if (state === "none") {
         view.response.textContent = "The loader passes no callback here; see what Drip received.";
       }
+    }
+
+    // Pushes shown before track.js failed, to show as unanswered once it has (a failed track.js stays failed;
+    // later pushes are shown unanswered from the start).
+    var openPushes = [];
+
+    function markUnanswered() {
+      for (var i = 0; i < openPushes.length; i++) {
+        var open = openPushes[i];
+        updatePush(open.record, open.view);
+        if (open.record.call && open.record.call.view) updateCall(open.record.call);
+      }
+      openPushes = [];
     }
 
     var pushViews = typeof WeakMap === "function" ? new WeakMap() : null;
@@ -607,6 +639,7 @@
     function showPush(record) {
       var view = renderPush(record);
       if (pushViews) pushViews.set(record, view);
+      if (shownStatus !== "failed") openPushes.push({ record: record, view: view });
       if (record.call && record.call.view) {
         record.call.view.list.appendChild(view.item);
       } else {
@@ -650,6 +683,7 @@
     });
     // What was pushed before the page was ready (page code in <head>, for example).
     for (var p = 0; p < pushes.length; p++) showPush(pushes[p]);
+    refreshStatus();
 
     $("dcq-clear").addEventListener("click", function () {
       dcqLog.textContent = "";
