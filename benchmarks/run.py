@@ -1,4 +1,4 @@
-"""driptag benchmark (SPEC §7): driptag next to Drip's own snippet, in one run.
+"""driptag benchmark: driptag next to Drip's own snippet, in one run.
 
     make bench                       # = .venv/bin/python benchmarks/run.py
     .venv/bin/python benchmarks/run.py --loads 60 --json /tmp/bench.json
@@ -23,8 +23,8 @@ What is measured (all offline: pages come from 127.0.0.1, every other host fails
       is judged on the difference of these medians);
     * s0 -> s1: main-thread time to parse, compile and run the snippet.
   Two more pages are loaded in the same rotation, their track.js request reported next to Drip's snippet:
-    * driptag's html built with preload off: the loader's <script> element alone (SPEC §2.1's one
-      element), whose own <script> for track.js is what requests it;
+    * driptag's html built with preload off: the loader's <script> element alone (the one-element
+      form), whose own <script> for track.js is what requests it;
     * "why": Drip's snippet followed, in its element, by the loader's code in a function that is never
       called. The browser requests track.js while the snippet inserts its element, but V8 parses the whole
       script before any of it runs: this page's delay is what parsing the loader costs, the part of the
@@ -73,29 +73,17 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "latest.json"
-CHROMIUM = os.environ.get("DRIPTAG_CHROMIUM", "/usr/lib/chromium/chromium-headless-shell")
-BROWSER_ARGS = [
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
-    "--disable-background-networking",
-    "--js-flags=--no-compilation-cache",
-]
+# The tests' page helpers (tests/pages.py): the benchmark loads the same pages, in the same offline Chromium.
+sys.path.insert(0, str(HERE.parent / "tests"))
+from pages import CHROMIUM, OFFLINE, PageServer, drips_snippet, page_html  # noqa: E402
+
+BROWSER_ARGS = [OFFLINE, "--disable-background-networking", "--js-flags=--no-compilation-cache"]
 
 ACCOUNT = "83702741"
 CAMPAIGN = "1234567"
 
 # Drip's documented snippet for the same account, as Drip's documentation gives it.
-DRIP_SNIPPET = """<script type="text/javascript">
-  var _dcq = _dcq || [];
-  var _dcs = _dcs || {};
-  _dcs.account = '83702741';
-  (function() {
-    var dc = document.createElement('script');
-    dc.type = 'text/javascript'; dc.async = true;
-    dc.src = '//tag.getdrip.com/83702741.js';
-    var s = document.getElementsByTagName('script')[0];
-    s.parentNode.insertBefore(dc, s);
-  })();
-</script>"""
+DRIP_SNIPPET = drips_snippet(ACCOUNT)
 
 
 def drip_snippet_then_unrun_loader(loader_js: str) -> str:
@@ -238,38 +226,18 @@ def sizes(settings) -> dict[str, Any]:
 # Browser
 
 
-class Site:
-    """Pages served from 127.0.0.1 by werkzeug in a thread; every page is cross-origin isolated."""
+class Site(PageServer):
+    """The benchmark's pages, by name, served from 127.0.0.1 (the tests' PageServer); every page is
+    cross-origin isolated."""
 
     def __init__(self, pages: dict[str, str]) -> None:
-        from flask import Flask, Response, abort
-        from werkzeug.serving import WSGIRequestHandler, make_server
-
-        class Quiet(WSGIRequestHandler):
-            def log_request(self, *args: Any) -> None:
-                pass
-
-        app = Flask("driptag-bench")
-
-        @app.get("/<name>")
-        def page(name: str):
-            if name not in pages:
-                abort(404)
-            response = Response(pages[name], mimetype="text/html")
-            response.headers.update(ISOLATED)
-            return response
-
-        self._server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
+        super().__init__(headers=ISOLATED, quiet=True)
+        self.urls = {name: self.add(html, name=name) for name, html in pages.items()}
 
 
-def page_html(snippet: str, marks: bool = True, extra: str = "") -> str:
-    head = (f"{MARK_BEFORE}{snippet}{MARK_AFTER}" if marks else snippet) + extra
-    return f"<!doctype html><html><head><meta charset=utf-8>{head}</head><body></body></html>"
+def snippet_page(snippet: str, marks: bool = True, extra: str = "") -> str:
+    """A test page around `snippet`, between the performance marks s0 and s1 (unless `marks` is false)."""
+    return page_html((f"{MARK_BEFORE}{snippet}{MARK_AFTER}" if marks else snippet) + extra)
 
 
 def serve_stub(route) -> None:
@@ -288,8 +256,8 @@ def browser(settings, loads: int) -> dict[str, Any]:
     snippets = {"driptag": render(settings, "html"), "drip": DRIP_SNIPPET,
                 "one_element": render(settings.replace(preload=False), "html"),
                 "parse": drip_snippet_then_unrun_loader(render(settings, "js"))}
-    site = Site({**{name: page_html(snippet) for name, snippet in snippets.items()},
-                 "calls": page_html(snippets["driptag"], marks=False)})
+    site = Site({**{name: snippet_page(snippet) for name, snippet in snippets.items()},
+                 "calls": snippet_page(snippets["driptag"], marks=False)})
     try:
         with sync_playwright() as playwright:
             chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
@@ -311,7 +279,7 @@ def page_loads(chromium, site: Site, loads: int) -> dict[str, Any]:
     raw: dict[str, list[dict[str, Any]]] = {"driptag": [], "drip": [], "one_element": [], "parse": []}
     for index in range(WARM_UP + loads):
         for name in raw:  # alternate: driptag, drip, one_element, parse, driptag, drip, ...
-            page.goto(f"{site.url}/{name}?load={index}", wait_until="load")
+            page.goto(f"{site.urls[name]}?load={index}", wait_until="load")
             figures = page.evaluate(LOAD_FIGURES)
             if not figures["isolated"] or figures["url"] is None:
                 raise RuntimeError(f"{name}: the page is not isolated or track.js was not requested: {figures}")
@@ -343,7 +311,6 @@ def page_loads_without_devtools(pages: dict[str, str], loads: int) -> dict[str, 
     moves on to the next page with location.replace(); Drip's host is not routed here, so track.js
     fails to resolve, for both snippets alike: only the time of the request matters."""
     from flask import Flask, Response, request
-    from werkzeug.serving import WSGIRequestHandler, make_server
 
     names = list(pages)
     order = [(index, name) for index in range(WARM_UP + loads) for name in names]
@@ -356,7 +323,7 @@ def page_loads_without_devtools(pages: dict[str, str], loads: int) -> dict[str, 
         step = int(request.args["step"])
         follow = f"/chain?step={step + 1}" if step + 1 < len(order) else "/end"
         reporter = CHAIN_REPORTER.replace("FIGURES", LOAD_FIGURES).replace("NEXT", json.dumps(follow))
-        response = Response(page_html(pages[order[step][1]], extra=reporter), mimetype="text/html")
+        response = Response(snippet_page(pages[order[step][1]], extra=reporter), mimetype="text/html")
         response.headers.update(ISOLATED)
         return response
 
@@ -372,16 +339,11 @@ def page_loads_without_devtools(pages: dict[str, str], loads: int) -> dict[str, 
         done.set()
         return "done"
 
-    class Quiet(WSGIRequestHandler):
-        def log_request(self, *args: Any) -> None:
-            pass
-
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = PageServer(app, quiet=True)  # the tests' server, with the chain's routes
     with tempfile.TemporaryDirectory(prefix="driptag-bench-profile-") as profile:
         process = subprocess.Popen(
             [CHROMIUM, "--no-sandbox", "--no-first-run", f"--user-data-dir={profile}", *BROWSER_ARGS,
-             f"http://127.0.0.1:{server.server_port}/chain?step=0"],
+             f"{server.url}/chain?step=0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             finished = done.wait(CHAIN_TIMEOUT)
@@ -392,7 +354,7 @@ def page_loads_without_devtools(pages: dict[str, str], loads: int) -> dict[str, 
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            server.shutdown()
+            server.close()
     if not finished or any(len(rows) != loads for rows in raw.values()):
         raise RuntimeError(f"page loads without DevTools did not finish: {[len(rows) for rows in raw.values()]}")
     for name, rows in raw.items():
@@ -405,7 +367,7 @@ def per_call(chromium, site: Site) -> dict[str, Any]:
     page = chromium.new_page()
     page.add_init_script(STORAGE_SPY)
     page.route("**/tag.getdrip.com/**", serve_stub)
-    page.goto(f"{site.url}/calls", wait_until="load")
+    page.goto(site.urls["calls"], wait_until="load")
     page.wait_for_function("() => window.driptag && window.driptag.status === 'ready'")
     result = page.evaluate(PER_CALL, [CALLS, REPS, CHUNK])
     page.close()

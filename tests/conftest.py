@@ -3,19 +3,15 @@ the Drip emulator. One browser per session, a fresh page per test (pytest-playwr
 
 from __future__ import annotations
 
-import itertools
 import os
-import threading
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask, abort
-from werkzeug.serving import make_server
+from flask import Flask
 
 from driptag.emulators import trackjs as emulator
+from pages import CHROMIUM, OFFLINE, PageServer, page_html
 
-CHROMIUM = os.environ.get("DRIPTAG_CHROMIUM", "/usr/lib/chromium/chromium-headless-shell")
-OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost"
 TEST_CAMPAIGN = "1234567"
 
 
@@ -43,40 +39,15 @@ def browser_type_launch_args(browser_type_launch_args):
     return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": args}
 
 
-class Site:
-    """A Flask app on 127.0.0.1: the emulator blueprint, and pages registered by tests."""
+class Site(PageServer):
+    """The test site on 127.0.0.1: the emulator blueprint (its track.js and collector), and pages registered by
+    tests (`add`, `add_page`: see pages.PageServer)."""
 
     def __init__(self) -> None:
-        self.app = Flask("driptag-tests")
-        self.app.config.update(DRIP_EMULATOR_CAMPAIGNS=[TEST_CAMPAIGN])
-        self.app.register_blueprint(emulator.bp)
-        self._pages: dict[str, tuple[str, str]] = {}
-        self._ids = itertools.count(1)
-
-        @self.app.get("/pages/<name>")
-        def page(name: str):
-            if name not in self._pages:
-                abort(404)
-            body, mimetype = self._pages[name]
-            return self.app.response_class(body, mimetype=mimetype)
-
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def add(self, body: str, suffix: str = "html") -> str:
-        """Serve `body` from this origin; return its absolute URL."""
-        name = f"p{next(self._ids)}.{suffix}"
-        mimetype = {"html": "text/html", "js": "application/javascript"}[suffix]
-        self._pages[name] = (body, mimetype)
-        return f"{self.url}/pages/{name}"
-
-    def add_page(self, html: str) -> str:
-        return self.add(html, "html")
-
-    def close(self) -> None:
-        self._server.shutdown()
+        app = Flask("driptag-tests")
+        app.config.update(DRIP_EMULATOR_CAMPAIGNS=[TEST_CAMPAIGN])
+        app.register_blueprint(emulator.bp)
+        super().__init__(app)
 
 
 @pytest.fixture
@@ -157,7 +128,7 @@ class DripPage:
             tag = f'<script async src="{src}"{nonce_attr}></script>'
         else:
             tag = render(settings, "html", nonce=nonce)
-        html = f"<!doctype html><html><head><meta charset=utf-8>{head}{tag}{after}</head><body></body></html>"
+        html = page_html(f"{head}{tag}{after}")
         self.page.goto(self.site.add_page(html), wait_until=wait)
         if fmt == "js" and wait == "load":
             self.page.wait_for_function("() => window.driptag || window.__noLoader", timeout=5000)
