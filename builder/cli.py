@@ -1,4 +1,4 @@
-"""The `driptag` command (SPEC §2.2).
+"""The `driptag` command.
 
 Exit status: 0 success; 2 invalid usage or settings (one line on stderr per problem, naming the
 setting, no traceback); 1 anything unexpected. Without -o the output goes to stdout and nothing else
@@ -11,39 +11,45 @@ import json
 import sys
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from .loader.batch import build_batch
+from .loader.batch import CsvError, build_batch
 from .errors import Failure
-from .files import write_atomically
+from .files import write_file
 from .loader.render import FORMATS, build_manifest, check_nonce, render
-from .loader.settings import Settings, SettingsError, python_names
+from .loader.settings import SETTING, SETTINGS, Problem, Settings, SettingsError, check_each, python_names
+from .messages import one_line
 from .version import __version__
 
 API_TOKEN_WARNING = ("driptag: warning: the API token is a server-side secret; "
                      "it is ignored and not written into the browser output")
 
 
+def setting_option(name: str, **overrides: Any) -> Callable[[Any], Any]:
+    """The click option of a declared setting: its flag (and --no- form), help, metavar and default.
+
+    Without `overrides` the option's value is None when the flag is not given, so that it does not
+    override the same setting from --settings; the declared default is only shown.
+    """
+    setting = SETTING[name]
+    shown_default = None  # click's own show_default would be None here, or put a string in parentheses
+    if setting.boolean:
+        shown_default = setting.flags[0 if setting.default else 1][2:]
+    elif not setting.required and setting.default is not None:
+        shown_default = setting.default
+    help_text = setting.help if shown_default is None else f"{setting.help}  [default: {shown_default}]"
+    options: dict[str, Any] = {"default": None, "help": help_text, "metavar": setting.metavar}
+    options.update(overrides)
+    return click.option("/".join(setting.flags), setting.name, **options)
+
+
 def _settings_options(command):
-    """The flags of every setting of §1 (each overrides the same setting from --settings)."""
-    options = [
-        click.option("--account", help="Drip account ID: 7 to 9 digits, like 83702741 (required)."),
-        click.option("--campaign-id", "campaign_id", help="Subscribe every identified user to this campaign."),
-        click.option("--api-token", "api_token", help="Server-side secret: never written into browser output."),
-        click.option("--script-origin", "script_origin", help="Where track.js comes from [https://tag.getdrip.com]."),
-        click.option("--global", "global_name", help="Name of the analytics.js-style object [analytics]."),
-        click.option("--keys", "key_style", metavar="segment|snake", help="Key style [segment]."),
-        click.option("--consent", metavar="auto|required", help="Load at once, or after consent [auto]."),
-        click.option("--callback-timeout", "callback_timeout_ms",  # validated by Settings, like the others
-                     help="Milliseconds before a callback runs without Drip's answer [300]."),
-        click.option("--debug/--no-debug", "debug", default=None, help="Log every bridged call with console.debug."),
-        click.option("--preload/--no-preload", "preload", default=None,
-                     help="html: a <link rel=preload> for track.js before the <script> [preload]."),
-    ]
-    for option in reversed(options):
-        command = option(command)
+    """The flags of every declared setting (each overrides the same setting from --settings)."""
+    for setting in reversed(SETTINGS):
+        command = setting_option(setting.name)(command)
     return command
 
 
@@ -63,8 +69,8 @@ def cli() -> None:
 @click.option("--nonce", help="CSP nonce for the html format's <link> and <script> elements.")
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
               help="Write sizes and hashes (SRI integrity or CSP hash) as JSON to this file.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the output to this file (atomically) instead of stdout.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="Write the output to this file (a regular file atomically; - is stdout) instead of stdout.")
 @click.option("--batch", type=click.Path(dir_okay=False, path_type=Path),
               help="A CSV of settings (header: JSON keys); one output file per row.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -81,10 +87,12 @@ def build(settings_file: Path | None, fmt: str, no_minify: bool, nonce: str | No
     try:
         check_nonce(nonce)
     except ValueError as error:
-        raise click.UsageError(str(error)) from None
+        raise click.UsageError(f"--nonce: {error}") from None
     given = {name: value for name, value in flags.items() if value is not None}
-    base = _read_settings_file(settings_file) if settings_file else {}
+    base, written_as = _read_settings_file(settings_file) if settings_file else ({}, {})
     values = {**base, **given}
+    # A value from the file is named by the file and its key there; a flag's by the JSON key and the flag.
+    labels = {name: f"{settings_file}: {key}" for name, key in written_as.items() if name not in given}
     warned = []
 
     def warn_api_token() -> None:  # once per run, whether the token came from a flag, a file or a CSV
@@ -93,21 +101,32 @@ def build(settings_file: Path | None, fmt: str, no_minify: bool, nonce: str | No
             warned.append(True)
 
     if batch:
+        problems = check_each(values)  # defaults of every row: reported once, before any row is read
+        if problems:
+            raise Failure(*_problem_lines(problems, labels))
         return _build_batch(batch, out_dir, fmt, values, not no_minify, nonce, manifest, warn_api_token)
 
     try:
         settings = Settings.from_mapping({}, **values)
     except SettingsError as error:
-        raise Failure(*(f"driptag: {problem.line('cli')}" for problem in error.problems)) from None
+        raise Failure(*_problem_lines(error.problems, labels)) from None
     if settings.api_token:  # validated like any setting, then ignored: render never places it
         warn_api_token()
     code = render(settings, fmt, minify=not no_minify, nonce=nonce)
     if manifest:  # first: if it cannot be written, the output (an existing -o file) is left as it was
         _write_json(manifest, build_manifest(settings, fmt, minify=not no_minify, nonce=nonce))
-    if output:
-        write_atomically(output, code.encode("utf-8"))
+    if output and output != Path("-"):
+        write_file(output, code.encode("utf-8"))
     else:
         click.echo(code, nl=False)
+
+
+def _problem_lines(problems: list[Problem], labels: dict[str, str]) -> list[str]:
+    """One line per problem: a setting named by `labels` (where its value came from), else by its JSON
+    key and flag."""
+    return [f"driptag: {labels[problem.setting]}: {problem.message}"
+            if problem.setting in labels and not problem.as_written else f"driptag: {problem.line('cli')}"
+            for problem in problems]
 
 
 def _build_batch(batch: Path, out_dir: Path, fmt: str, base: dict[str, Any], minify: bool,
@@ -119,9 +138,7 @@ def _build_batch(batch: Path, out_dir: Path, fmt: str, base: dict[str, Any], min
         if not sys.stderr.isatty():
             yield from rows
             return
-        with open(batch, "rb") as stream:
-            length = max(sum(1 for _ in stream) - 1, 0)  # data lines, for the bar (multi-line cells are rare)
-        with click.progressbar(rows, length=length, label="driptag", file=sys.stderr, show_pos=True) as bar:
+        with click.progressbar(rows, label="driptag", file=sys.stderr, show_pos=True) as bar:
             yield from bar
 
     try:
@@ -130,30 +147,39 @@ def _build_batch(batch: Path, out_dir: Path, fmt: str, base: dict[str, Any], min
                              on_api_token=warn_api_token)
     except SettingsError as error:
         raise Failure(*(f"{batch}:1: {problem.line('json')}" for problem in error.problems)) from None
-    except (UnicodeDecodeError, ValueError) as error:
-        raise Failure(f"{batch}: not a readable UTF-8 CSV file ({error.__class__.__name__})") from None
+    except CsvError as error:
+        raise Failure(f"driptag: {batch}{'' if error.line is None else f':{error.line}'}: {error}") from None
     if manifest:
         _write_json(manifest, result.manifests)
+    if not result.rows:
+        _note(f"{batch} names its settings but has no rows; nothing was written")
     if result.problems:
         raise Failure(*result.problems, f"driptag: {len(result.written)} written, "
                                         f"{len(result.problems)} problem(s); invalid rows were skipped")
 
 
-def _read_settings_file(path: Path) -> dict[str, Any]:
+def _read_settings_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings in a JSON file, by Python name, and the key each was written as."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8-sig")  # a byte order mark (some editors write one) is skipped
     except OSError as error:
         raise Failure(f"driptag: --settings: cannot read {path}: {error.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise Failure(f"driptag: --settings: {path} is not valid JSON ({error})") from None
+    except UnicodeDecodeError as error:
+        raise Failure(f"driptag: --settings: {path} is not UTF-8 text ({error.reason} at byte {error.start:,})") from None
+    written_as: dict[str, str] = {}
     try:
-        return python_names(data, note=_note)
+        return python_names(json.loads(text), note=_note, keys=written_as), written_as
+    except RecursionError:
+        raise Failure(f"driptag: --settings: {path} is nested too deeply to read; a settings file is one "
+                      "JSON object of settings") from None
     except SettingsError as error:
         raise Failure(*(f"driptag: {path}: {problem.line('json')}" for problem in error.problems)) from None
+    except ValueError as error:
+        raise Failure(f"driptag: --settings: {path} is not valid JSON ({one_line(str(error), 200)})") from None
 
 
 def _write_json(path: Path, data: Any) -> None:
-    write_atomically(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+    write_file(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def _note(message: str) -> None:
@@ -161,10 +187,12 @@ def _note(message: str) -> None:
 
 
 @cli.command()
-@click.option("--account", default="83702741", show_default=True, help="Drip account ID.")
-@click.option("--campaign-id", "campaign_id", default=None, help="Campaign to subscribe identified users to.")
+@setting_option("account", default="83702741", show_default=True, help="Drip account ID.")
+@setting_option("campaign_id", help="Campaign to subscribe identified users to [default: the demo's own with "
+                                    "the emulator].")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(0, 65535),
+              help="0: any free port.")
 @click.option("--drip", type=click.Choice(["emulator", "real"]), default="emulator", show_default=True,
               help="emulator: offline stand-in for Drip; real: https://tag.getdrip.com for a real account.")
 def demo(account: str, campaign_id: str | None, host: str, port: int, drip: str) -> None:
@@ -179,10 +207,8 @@ def demo(account: str, campaign_id: str | None, host: str, port: int, drip: str)
         raise Failure(f"driptag: {error}") from None
 
 
-def _one_line(message: str, limit: int = 300) -> str:
-    """click's own messages quote the offending value: keep them on one short line."""
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message[:limit])
-    return text if len(message) <= limit else text + "…"
+# click 8.2 and later raise this for a group called without a command; 8.1 printed the help itself.
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,26 +217,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         status = cli.main(args=argv, prog_name="driptag", standalone_mode=False)
         return status if isinstance(status, int) else 0
+    except _NO_ARGS_IS_HELP as error:  # `driptag` alone: the help, as --help gives it
+        click.echo(error.ctx.get_help() if error.ctx else cli.get_help(click.Context(cli, info_name="driptag")))
+        return 0
     except Failure as failure:
         for line in failure.lines:
             click.echo(line, err=True)
         return 2
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "driptag"
-        click.echo(f"driptag: {_one_line(error.format_message())} (see '{command} --help')", err=True)
+        click.echo(f"driptag: {one_line(error.format_message())} (see '{command} --help')", err=True)
         return 2
     except click.Abort:
         click.echo("driptag: interrupted", err=True)
         return 1
     except click.ClickException as error:
-        click.echo(f"driptag: {_one_line(error.format_message())}", err=True)
+        click.echo(f"driptag: {one_line(error.format_message())}", err=True)
         return 2
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
         click.echo(f"driptag: {where}{error.strerror or error}", err=True)
         return 1
     except Exception as error:  # noqa: BLE001 - the one place that turns the unexpected into status 1
-        click.echo(f"driptag: unexpected error: {error.__class__.__name__}: {error}", err=True)
+        click.echo(f"driptag: unexpected error: {error.__class__.__name__}: {one_line(str(error))}", err=True)
         return 1
 
 

@@ -111,13 +111,13 @@ def test_a_missing_settings_file_exits_2_with_one_line(run):
     assert err == ["driptag: --settings: cannot read nowhere.json: No such file or directory"], f"stderr {err}"
 
 
-def test_invalid_settings_exit_2_with_one_line_per_problem_naming_the_setting(run, tmp_path):
+def test_invalid_settings_exit_2_with_one_line_per_problem_naming_the_setting_where_it_was_given(run, tmp_path):
     (tmp_path / "settings.json").write_text('{"account": "1", "campaignId": "x"}', encoding="utf-8")
     status, out, err = run("build", "--settings", "settings.json", "--global", "window")
     assert (status, out) == (2, "")
-    assert err == [
-        "driptag: account (--account): '1' is not a Drip account ID: 7 to 9 digits, like 83702741",
-        "driptag: campaignId (--campaign-id): 'x' is not a Drip campaign ID: 1 to 20 digits, like 1234567",
+    assert err == [  # a value from the file: the file and its key there; a flag's: the JSON key and the flag
+        "driptag: settings.json: account: '1' is not a Drip account ID: 7 to 9 digits, like 83702741",
+        "driptag: settings.json: campaignId: 'x' is not a Drip campaign ID: 1 to 20 digits, like 1234567",
         "driptag: globalName (--global): 'window' is not allowed: the page, the browser or Drip relies on that "
         "name; use another identifier, like analytics",
     ], f"stderr {err}"
@@ -147,7 +147,8 @@ def test_a_nonce_with_the_js_format_is_a_usage_error(run):
 def test_an_invalid_nonce_is_a_usage_error(run):
     status, out, err = run("build", "--account", ACCOUNT, "--format", "html", "--nonce", 'a"b')
     assert (status, out) == (2, "")
-    assert err == ["driptag: a CSP nonce is 1 to 512 base64 or base64url characters (see 'driptag build --help')"]
+    assert err == ["driptag: --nonce: a CSP nonce is 1 to 512 base64 or base64url characters "
+                   "(see 'driptag build --help')"], f"stderr {err}"
 
 
 def test_html_with_a_nonce(run):
@@ -176,7 +177,7 @@ def test_preload_flag_overrides_the_settings_file(run, tmp_path):
 def test_preload_that_is_not_a_boolean_is_refused(run, tmp_path):
     (tmp_path / "settings.json").write_text('{"account": "%s", "preload": "yes"}' % ACCOUNT)
     status, out, err = run("build", "--settings", "settings.json", "--format", "html")
-    assert (status, out, err) == (2, "", ["driptag: preload (--preload): 'yes' is not allowed: true or false"])
+    assert (status, out, err) == (2, "", ["driptag: settings.json: preload: 'yes' is not allowed: true or false"])
 
 
 @pytest.mark.parametrize("fmt, extra", [("js", []), ("html", ["--nonce", "abc"]), ("js", ["--no-minify"])])
@@ -377,7 +378,8 @@ def test_batch_with_an_invalid_nonce_is_a_usage_error_not_a_csv_error(run, tmp_p
     status, out, err = run("build", "--batch", "accounts.csv", "--out-dir", "dist", "--format", "html",
                            "--nonce", "a b")
     assert (status, out) == (2, "")
-    assert err == ["driptag: a CSP nonce is 1 to 512 base64 or base64url characters (see 'driptag build --help')"]
+    assert err == ["driptag: --nonce: a CSP nonce is 1 to 512 base64 or base64url characters "
+                   "(see 'driptag build --help')"], f"stderr {err}"
     assert not (tmp_path / "dist").exists()
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import socket
 import sys
 from typing import Any
 from urllib.parse import urlsplit
@@ -255,6 +256,18 @@ def _display_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on host:port (port 0: any free port). Bound here, not by werkzeug, which prints
+    two lines of its own and exits when the port is taken: this raises one OSError naming the address."""
+    address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        return socket.create_server((address, port), family=family, backlog=128,
+                                    dualstack_ipv6=family == socket.AF_INET6 and socket.has_dualstack_ipv6())
+    except OSError as error:
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
 def run_demo(*, account: str | int | None = None, campaign_id: str | int | None = None, host: str = "127.0.0.1",
              port: int = 5000, drip: str = "emulator") -> None:
     """Serve the demo site until Ctrl+C: threaded, never with the debugger or the reloader."""
@@ -267,15 +280,16 @@ def run_demo(*, account: str | int | None = None, campaign_id: str | int | None 
     if campaign_id is not None:
         config["DEMO_CAMPAIGN_ID"] = campaign_id
     app = create_app(config)  # SettingsError before anything listens
+    listening = _listen(host, port)
+    bound_port = listening.getsockname()[1]
     try:
-        server = make_server(host, port, app, threaded=True)
-    except OSError as error:
-        raise OSError(error.errno, f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        server = make_server(host, port, app, threaded=True, fd=listening.fileno())
+    finally:
+        listening.close()  # the server works on its own duplicate of the socket
     # The page polls the collector twice a second: keep those requests out of the terminal.
     access_log = logging.getLogger("werkzeug")
     if not any(isinstance(existing, _QuietPolling) for existing in access_log.filters):
         access_log.addFilter(_QuietPolling())
-    bound_port = server.server_port
     shown_host = _display_host(host)
     state = app.extensions[_EXTENSION_KEY]
     url = f"http://{shown_host}:{bound_port}/"
