@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -402,6 +404,195 @@ def test_batch_usage_errors(run, tmp_path, args, message):
     status, out, err = run("build", *args)
     assert (status, out) == (2, "")
     assert err == [f"driptag: {message} (see 'driptag build --help')"], f"stderr {err}"
+
+
+# --- edge cases: one line on stderr each ------------------------------------------------------------
+
+def test_driptag_alone_prints_the_help_as_help_does(run):
+    status, out, err = run()
+    assert (status, err) == (0, []), f"status {status}, stderr {err}"
+    assert out == run("--help")[1], f"driptag alone printed {out[:200]!r}"
+    assert out.startswith("Usage: driptag [OPTIONS] COMMAND [ARGS]...") and "build" in out and "demo" in out, out
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "-1", "http"])
+def test_demo_port_outside_0_to_65535_is_a_usage_error(run, port):
+    status, out, err = run("demo", "--port", port)
+    assert (status, out) == (2, "")
+    assert len(err) == 1 and err[0].startswith("driptag: Invalid value for '--port': ") and \
+        err[0].endswith("(see 'driptag demo --help')"), f"stderr {err}"
+
+
+def test_demo_on_a_port_in_use_is_one_line(run):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        status, out, err = run("demo", "--port", str(port))
+    assert (status, out) == (1, ""), f"status {status}, stdout {out!r}"
+    assert err == [f"driptag: cannot listen on 127.0.0.1:{port}: Address already in use"], f"stderr {err}"
+
+
+def test_a_value_in_the_settings_file_is_named_by_the_file_and_the_key_as_written(run, tmp_path):
+    (tmp_path / "settings.json").write_text('{"account": "83702741", "campaignId": "abc", "token": "short"}')
+    status, out, err = run("build", "--settings", "settings.json")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: settings.json: campaignId: 'abc' is not a Drip campaign ID: 1 to 20 digits, like 1234567",
+                   "driptag: settings.json: token: a value of 5 characters is not a Drip API token: 20 to 128 "
+                   "letters and digits"], f"stderr {err}"
+
+
+def test_a_flag_that_overrides_a_bad_value_in_the_file_is_what_is_checked(run, tmp_path):
+    (tmp_path / "settings.json").write_text('{"account": "83702741", "campaignId": "1"}')
+    status, out, err = run("build", "--settings", "settings.json", "--campaign-id", "abc")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: campaignId (--campaign-id): 'abc' is not a Drip campaign ID: 1 to 20 digits, "
+                   "like 1234567"], f"stderr {err}"
+
+
+def test_a_settings_file_with_a_utf8_byte_order_mark_is_read(run, tmp_path):
+    (tmp_path / "settings.json").write_bytes(b'\xef\xbb\xbf{"account": "83702741", "campaignId": "42"}')
+    status, out, err = run("build", "--settings", "settings.json")
+    assert (status, err) == (0, []), f"status {status}, stderr {err}"
+    assert out == render(Settings(account=ACCOUNT, campaign_id="42"), "js")
+
+
+def test_a_settings_file_nested_100000_deep_is_one_line(run, tmp_path):
+    (tmp_path / "settings.json").write_text('{"account": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    status, out, err = run("build", "--settings", "settings.json")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: --settings: settings.json is nested too deeply to read; a settings file is one JSON "
+                   "object of settings"], f"stderr {[line[:200] for line in err]}"
+
+
+def test_a_settings_file_that_is_not_utf8_is_one_line(run, tmp_path):
+    (tmp_path / "settings.json").write_bytes(b'{"account": "\xff"}')
+    status, out, err = run("build", "--settings", "settings.json")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: --settings: settings.json is not UTF-8 text (invalid start byte at byte 13)"], err
+
+
+def test_a_deeply_nested_value_is_shown_shortened(run, tmp_path):
+    (tmp_path / "settings.json").write_text('{"account": "83702741", "campaignId": ' + "[" * 500 + "]" * 500 + "}")
+    status, out, err = run("build", "--settings", "settings.json")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: settings.json: campaignId: [[[...]]] is not a Drip campaign ID: 1 to 20 digits, "
+                   "like 1234567"], f"stderr {[line[:200] for line in err]}"
+
+
+def test_an_empty_nonce_is_a_usage_error_that_names_the_flag(run):
+    status, out, err = run("build", "--account", ACCOUNT, "--format", "html", "--nonce", "")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: --nonce: a CSP nonce is 1 to 512 base64 or base64url characters "
+                   "(see 'driptag build --help')"], f"stderr {err}"
+
+
+def test_an_unexpected_error_with_a_long_multi_line_message_is_one_short_line(run, monkeypatch):
+    def broken_render(*args, **kwargs):
+        raise RuntimeError("first\nsecond " + "x" * 10_000)
+
+    monkeypatch.setattr(cli, "render", broken_render)
+    status, out, err = run("build", "--account", ACCOUNT)
+    assert (status, out) == (1, "")
+    assert len(err) == 1 and err[0].startswith("driptag: unexpected error: RuntimeError: first\\nsecond xxx") \
+        and err[0].endswith("…") and len(err[0]) < 400, f"stderr {[line[:200] for line in err]}"
+
+
+# --- where the output goes -----------------------------------------------------------------------
+
+def test_output_dash_is_stdout(run, tmp_path):
+    status, out, err = run("build", "--account", ACCOUNT, "-o", "-")
+    assert (status, err) == (0, [])
+    assert out == render(Settings(account=ACCOUNT), "js")
+    assert files_in(tmp_path) == [], f"a file was written: {files_in(tmp_path)}"
+
+
+def test_output_to_dev_null_writes_nothing_anywhere(run, tmp_path, monkeypatch):
+    renames = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: renames.append(dst) or real_replace(src, dst))
+    status, out, err = run("build", "--account", ACCOUNT, "-o", "/dev/null", "--manifest", "/dev/null")
+    assert (status, out, err) == (0, "", []), f"status {status}, stderr {err}"
+    assert renames == [] and stat.S_ISCHR(os.stat("/dev/null").st_mode), renames
+    assert files_in(tmp_path) == []
+
+
+def test_output_through_a_symlink_writes_its_target_and_keeps_the_link(run, tmp_path):
+    (tmp_path / "public").mkdir()
+    (tmp_path / "public" / "drip.js").write_bytes(b"old")
+    (tmp_path / "drip.js").symlink_to("public/drip.js")
+    (tmp_path / "public" / "drip.json").write_bytes(b"{}")
+    (tmp_path / "drip.json").symlink_to("public/drip.json")
+    status, out, err = run("build", "--account", ACCOUNT, "-o", "drip.js", "--manifest", "drip.json")
+    assert (status, out, err) == (0, "", []), f"status {status}, stderr {err}"
+    assert (tmp_path / "drip.js").is_symlink() and (tmp_path / "drip.json").is_symlink(), "a link was replaced"
+    assert (tmp_path / "public" / "drip.js").read_text() == render(Settings(account=ACCOUNT), "js")
+    assert json.loads((tmp_path / "public" / "drip.json").read_text()) == build_manifest(Settings(account=ACCOUNT))
+    assert files_in(tmp_path / "public") == ["drip.js", "drip.json"]
+
+
+def test_an_existing_output_keeps_its_mode(run, tmp_path):
+    (tmp_path / "drip.js").write_bytes(b"old")
+    os.chmod(tmp_path / "drip.js", 0o640)
+    status, out, err = run("build", "--account", ACCOUNT, "-o", "drip.js")
+    assert (status, err) == (0, [])
+    assert stat.S_IMODE(os.stat(tmp_path / "drip.js").st_mode) == 0o640
+    assert (tmp_path / "drip.js").read_text() == render(Settings(account=ACCOUNT), "js")
+
+
+# --- --batch: files that cannot be read ----------------------------------------------------------
+
+def test_batch_cell_over_the_csv_field_limit_is_one_line_and_nothing_is_written(run, tmp_path):
+    write_csv(tmp_path, f"account,campaignId\n{ACCOUNT},1\n1234567,{'9' * 200_000}\n7654321,2\n")
+    status, out, err = run("build", "--batch", "accounts.csv", "--out-dir", "dist")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: accounts.csv:3: a cell is longer than 131,072 characters, the most the CSV reader "
+                   "takes (no setting is anywhere near that long)"], f"stderr {[line[:200] for line in err]}"
+    assert not (tmp_path / "dist").exists(), "rows were written from a file that could not be read"
+
+
+def test_batch_empty_csv_says_so(run, tmp_path):
+    write_csv(tmp_path, "")
+    status, out, err = run("build", "--batch", "accounts.csv", "--out-dir", "dist")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: accounts.csv: the file is empty; its first line names the settings of each row by "
+                   "their JSON keys, like account,campaignId"], f"stderr {err}"
+
+
+def test_batch_csv_with_a_header_and_no_rows_says_so_and_succeeds(run, tmp_path):
+    write_csv(tmp_path, "account,campaignId\n")
+    status, out, err = run("build", "--batch", "accounts.csv", "--out-dir", "dist")
+    assert (status, out) == (0, "")
+    assert err == ["driptag: note: accounts.csv names its settings but has no rows; nothing was written"], err
+
+
+def test_batch_csv_that_is_not_utf8_is_one_line_and_nothing_is_written(run, tmp_path):
+    (tmp_path / "accounts.csv").write_bytes(b"account\n83702741\n\xff\xfe\n")
+    status, out, err = run("build", "--batch", "accounts.csv", "--out-dir", "dist")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: accounts.csv: not UTF-8 text (invalid start byte); save it as UTF-8"], f"stderr {err}"
+    assert not (tmp_path / "dist").exists()
+
+
+def test_batch_defaults_from_flags_and_file_are_checked_once_before_any_row(run, tmp_path):
+    write_csv(tmp_path, "account\n83702741\n1234567\n")
+    (tmp_path / "settings.json").write_text('{"globalName": "window"}')
+    status, out, err = run("build", "--batch", "accounts.csv", "--out-dir", "dist", "--settings", "settings.json",
+                           "--keys", "camel")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: settings.json: globalName: 'window' is not allowed: the page, the browser or Drip "
+                   "relies on that name; use another identifier, like analytics",
+                   "driptag: keyStyle (--keys): 'camel' is not allowed: one of segment, snake"], f"stderr {err}"
+    assert not (tmp_path / "dist").exists()
+
+
+def test_batch_writes_through_a_symlinked_output_file(run, tmp_path):
+    write_csv(tmp_path, f"account\n{ACCOUNT}\n")
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "shared.js").write_bytes(b"old")
+    (tmp_path / "dist" / f"{ACCOUNT}.js").symlink_to("../shared.js")
+    status, out, err = run("build", "--batch", "accounts.csv", "--out-dir", "dist")
+    assert (status, err) == (0, [])
+    assert (tmp_path / "dist" / f"{ACCOUNT}.js").is_symlink()
+    assert (tmp_path / "shared.js").read_text() == render(Settings(account=ACCOUNT))
 
 
 # --- the installed console script ----------------------------------------------------------------

@@ -53,8 +53,8 @@ def read_rows(csv_path: Path, note: Callable[[str], None] | None) -> list[tuple[
                 raise SettingsError([Problem("account", "the header has no account column")])
             return [(reader.line_num, {key: value for key, value in row.items() if value not in ("", None)})
                     for row in reader]
-        except csv.Error as error:
-            raise CsvError(reader.line_num, _csv_problem(error)) from None
+        except csv.Error as error:  # the csv reader's own count: the DictReader's stops at the last good row
+            raise CsvError(reader.reader.line_num, _csv_problem(error)) from None
         except UnicodeDecodeError as error:
             raise CsvError(None, f"not UTF-8 text ({error.reason}); save it as UTF-8") from None
 

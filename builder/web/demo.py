@@ -261,11 +261,17 @@ def _listen(host: str, port: int) -> socket.socket:
     two lines of its own and exits when the port is taken: this raises one OSError naming the address."""
     address = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
     try:
-        return socket.create_server((address, port), family=family, backlog=128,
-                                    dualstack_ipv6=family == socket.AF_INET6 and socket.has_dualstack_ipv6())
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug does: restart at once
+        if family == socket.AF_INET6:
+            listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # :: takes 127.0.0.1 too
+        listening.bind((address, port))
+        listening.listen(128)
     except OSError as error:
+        listening.close()
         raise OSError(error.errno, f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return listening
 
 
 def run_demo(*, account: str | int | None = None, campaign_id: str | int | None = None, host: str = "127.0.0.1",
