@@ -406,6 +406,17 @@ def test_batch_usage_errors(run, tmp_path, args, message):
     assert err == [f"driptag: {message} (see 'driptag build --help')"], f"stderr {err}"
 
 
+def test_build_has_one_option_per_declared_setting_with_its_flags_and_help():
+    from driptag.loader.settings import SETTINGS
+
+    options = {param.name: param for param in cli.build.params}
+    for setting in SETTINGS:
+        option = options[setting.name]
+        assert option.opts + option.secondary_opts == list(setting.flags), f"{setting.name}: {option.opts}"
+        assert option.help.startswith(setting.help), f"{setting.name}: help {option.help!r}"
+        assert option.default is None, f"{setting.name}: a default would override the settings file"
+
+
 # --- edge cases: one line on stderr each ------------------------------------------------------------
 
 def test_driptag_alone_prints_the_help_as_help_does(run):

@@ -1,14 +1,21 @@
-"""SPEC §1: every rule of the settings table, the shape of error messages, immutability, and
-`Settings.from_mapping` with Segment's JSON keys."""
+"""Settings: every rule of the settings table, the shape of error messages, immutability,
+`Settings.from_mapping` with Segment's JSON keys, and the one declaration of each setting that the dataclass,
+the messages and the README's table come from."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from pathlib import Path
 
 import pytest
 
 from driptag import Settings, SettingsError
-from driptag.loader.settings import FORBIDDEN_GLOBALS, Problem, python_names
+from driptag.loader.settings import (FORBIDDEN_GLOBALS, SETTINGS, Problem, check_each, python_names,
+                                     settings_table)
+from driptag.messages import one_line, show
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 ACCOUNT = "83702741"
 TOKEN = "bmrdc6hczyn8yss8o8td"  # the seed's example: 20 alphanumerics
@@ -453,3 +460,82 @@ def test_a_settings_document_that_is_not_an_object_is_an_error(data):
     with pytest.raises(SettingsError) as caught:
         python_names(data)
     assert str(caught.value) == 'settings: a settings file holds one JSON object, like {"account": "83702741"}'
+
+
+# --- one declaration per setting -----------------------------------------------------------------
+
+def test_the_dataclass_fields_and_defaults_are_the_declared_settings():
+    fields = dataclasses.fields(Settings)
+    assert [field.name for field in fields] == [setting.name for setting in SETTINGS]
+    for field, setting in zip(fields, SETTINGS):
+        if setting.required:
+            assert field.default is dataclasses.MISSING, f"{setting.name} has a default, but is declared required"
+        else:
+            assert field.default == setting.default, f"{setting.name}: field default {field.default!r}"
+        assert field.repr is not setting.secret, f"{setting.name}: repr={field.repr}, secret={setting.secret}"
+
+
+def test_each_setting_is_labelled_from_its_declaration():
+    for setting in SETTINGS:
+        problem = Problem(setting.name, "message")
+        assert [problem.line(style) for style in ("python", "json", "cli")] == [
+            f"{setting.name}: message", f"{setting.json_keys[0]}: message",
+            f"{setting.json_keys[0]} ({setting.flag}): message"], setting.name
+
+
+def test_every_json_key_and_alias_reads_as_its_setting():
+    for setting in SETTINGS:
+        for key in setting.json_keys:
+            assert python_names({key: "x"}) == {setting.name: "x"}, f"{key} is not read as {setting.name}"
+
+
+def test_check_each_checks_given_values_alone_without_requiring_an_account():
+    assert check_each({"campaign_id": "12", "debug": "true"}) == []
+    assert [problem.line("json") for problem in check_each({"campaign_id": "x", "key_style": "camel"})] == [
+        "campaignId: 'x' is not a Drip campaign ID: 1 to 20 digits, like 1234567",
+        "keyStyle: 'camel' is not allowed: one of segment, snake"]
+
+
+def test_the_readme_settings_table_is_exactly_the_one_the_declarations_give():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    starts = [index for index, line in enumerate(lines) if line.startswith("| setting (Python) |")]
+    assert len(starts) == 1, f"README.md has {len(starts)} settings tables (a line starting '| setting (Python) |')"
+    start = starts[0]
+    end = next((index for index in range(start, len(lines)) if not lines[index].startswith("|")), len(lines))
+    table = "\n".join(lines[start:end]) + "\n"
+    expected = settings_table()
+    assert table == expected, "README's table differs from settings_table():\n" + "".join(
+        difflib.unified_diff(table.splitlines(True), expected.splitlines(True), "README.md", "settings_table()"))
+    heading = next((line for line in reversed(lines[:start]) if line.startswith("#")), "")
+    assert "Settings" in heading, f"the table is under the heading {heading!r}, not one about Settings"
+
+
+def test_the_settings_table_has_one_row_per_setting_with_its_keys_and_flags():
+    rows = settings_table().splitlines()
+    assert rows[:2] == ["| setting (Python) | JSON key | flag | rule |", "|---|---|---|---|"]
+    assert len(rows) == 2 + len(SETTINGS)
+    assert rows[2 + [s.name for s in SETTINGS].index("api_token")].startswith(
+        "| `api_token` | `apiToken` or `token` | `--api-token` | ")
+    assert rows[2 + [s.name for s in SETTINGS].index("debug")].startswith("| `debug` | `debug` | `--debug` / `--no-debug` | ")
+
+
+# --- values in messages --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, shown", [
+    ("abc", "'abc'"),
+    ("a\nb\x00\u2028", "'a\\nb\\x00\\u2028'"),
+    ("x" * 41, "'" + "x" * 40 + "'… (41 characters)"),
+    (None, "None"), (True, "True"), (12, "12"), (1.5, "1.5"),
+    (["83702741"], "['83702741']"),
+    (b"8370", "b'8370'"),
+    ([[[[[1]]]]], "[[[...]]]"),
+    (list(range(1000)), "[0, 1, 2, 3, ...]"),
+    pytest.param(10 ** 5000, "an integer of 16,610 bits", id="an int beyond str()'s digit limit"),
+])
+def test_show_gives_a_short_printable_form_of_any_value(value, shown):
+    assert show(value) == shown, f"show({value!r:.60}) gave {show(value)!r}"
+
+
+def test_one_line_escapes_and_cuts():
+    assert one_line("a\nb", 300) == "a\\nb"
+    assert one_line("é" * 5, 3) == "ééé…"
