@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(error.ctx.get_help() if error.ctx else cli.get_help(click.Context(cli, info_name="driptag")))
         return 0
     except Failure as failure:
-        for line in failure.lines:
-            click.echo(line, err=True)
+        for line in failure.lines:  # each on one line, whatever a path or value in it holds
+            click.echo(one_line(line, 1000), err=True)
         return 2
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx else "driptag"
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as error:
         where = f"{error.filename}: " if error.filename else ""
-        click.echo(f"driptag: {where}{error.strerror or error}", err=True)
+        click.echo(f"driptag: {one_line(f'{where}{error.strerror or error}')}", err=True)
         return 1
     except Exception as error:  # noqa: BLE001 - the one place that turns the unexpected into status 1
         click.echo(f"driptag: unexpected error: {error.__class__.__name__}: {one_line(str(error))}", err=True)

@@ -1,4 +1,4 @@
-"""SPEC §2.2: the `driptag` command, called in-process through `driptag.cli.main`, plus one test of the
+"""The `driptag` command, called in-process through `driptag.cli.main`, plus one test of the
 installed console script."""
 
 from __future__ import annotations
@@ -505,6 +505,15 @@ def test_an_unexpected_error_with_a_long_multi_line_message_is_one_short_line(ru
     assert (status, out) == (1, "")
     assert len(err) == 1 and err[0].startswith("driptag: unexpected error: RuntimeError: first\\nsecond xxx") \
         and err[0].endswith("…") and len(err[0]) < 400, f"stderr {[line[:200] for line in err]}"
+
+
+def test_a_host_or_path_with_control_characters_stays_on_one_line(run, tmp_path):
+    status, out, err = run("demo", "--host", "evil\nhost", "--port", "0")
+    assert (status, out) == (2, "")
+    assert err == ["driptag: --host evil\\nhost: with the emulator the page loads track.js over http from "
+                   "127.0.0.1, so listen on 127.0.0.1, localhost, 0.0.0.0 or ::, or use --drip real"], f"stderr {err}"
+    status, out, err = run("build", "--account", ACCOUNT, "-o", "missing\n/drip.js")
+    assert (status, err) == (1, ["driptag: missing\\n/drip.js: No such file or directory"]), f"stderr {err}"
 
 
 # --- where the output goes -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Reliability (issue #4, item 8): the builder fed hostile values.
+"""Reliability: the builder fed hostile values.
 
 - Every setting, given by flag and by --settings file, each hostile value (`</script>`, quotes, backslashes,
   U+2028/2029, newlines, NUL, a 10 MB string, non-ASCII digits): `driptag build` exits 2 with exactly one
@@ -6,7 +6,7 @@
   manifest byte-identical with no stray file. The API token is the exception: it is never used, so a hostile
   one is ignored with the one warning (inert).
 - Rendered inert, proven in Chromium: hostile values forced past validation into every template value (the
-  second line of defence, §2.4), in the js and html forms, minified and readable, run nothing and arrive as
+  second line of defence), in the js and html forms, minified and readable, run nothing and arrive as
   the exact strings.
 - The API token appears nowhere the browser can see (page, scripts, requests, globals), for every format,
   minified and readable, and in no file or manifest the CLI writes.

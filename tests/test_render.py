@@ -1,4 +1,4 @@
-"""SPEC §2.1, §2.3, §2.4: rendering the loader (js and html, minified and readable), the one escaping
+"""Rendering the loader (js and html, minified and readable), the one escaping
 path, the nonce, the per-settings cache, and build_manifest."""
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def test_html_without_preload_is_one_script_element_around_the_js_loader(minifie
 
 
 def test_html_with_consent_required_has_no_preload_link():
-    # Nothing is requested from Drip before consent (SPEC §3.8), so no <link rel="preload"> either.
+    # Nothing is requested from Drip before consent, so no <link rel="preload"> either.
     settings = Settings(account=ACCOUNT, consent="required")
     assert render(settings, "html") == f"<script>{render(settings, 'js')}</script>"
     assert render(settings, "html", nonce="abc") == f'<script nonce="abc">{render(settings, "js")}</script>'
@@ -153,7 +153,7 @@ def test_output_is_byte_identical_in_a_fresh_process_with_another_hash_seed(tmp_
         "a fresh process (PYTHONHASHSEED=12345) rendered different bytes"
 
 
-# --- the one escaping path (§2.4) ----------------------------------------------------------------
+# --- the one escaping path ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("value, expected", [
     ("</script>", '"\\u003c/script\\u003e"'),

@@ -76,7 +76,7 @@ def test_account_error_message_is_exact():
 
 
 def test_settings_error_is_a_value_error():
-    assert issubclass(SettingsError, ValueError), "SPEC §2.3: SettingsError is a ValueError"
+    assert issubclass(SettingsError, ValueError), "SettingsError must be a ValueError"
 
 
 def test_account_is_required():
