@@ -1,9 +1,13 @@
-"""The README's "Using driptag" examples, run as a user would paste them, in the browser against the emulator.
+"""The README's examples and commands (and those of docs/analytics-next.md), run as a user would paste them.
 
-Each example is a fenced block after an `<!-- example: NAME -->` marker between the README's ecosystem
-markers. What the tests change, and why:
-- standalone: nothing. The `driptag build` command runs (this .venv's driptag) and the page is served as is.
-- Analytics.js 2.0: the app's `import { AnalyticsBrowser } from '@segment/analytics-next'` stays as written: it
+Each example is a fenced block after an `<!-- example: NAME -->` marker. Commands run with this .venv's
+`python` first on PATH, in a temporary folder holding a copy of examples/. What the tests change, and why:
+- standalone: nothing. The build command runs and the page is served as is, in the browser against the emulator.
+- build commands: nothing; their outputs are compared with what `render` and `build_manifest` give.
+- Python API: nothing; the block is executed and its results checked.
+- demo commands: `--port 0` (a free port) instead of 5000, and a real account number for YOUR_ACCOUNT and
+  YOUR_CAMPAIGN; each demo is asked for its page, then stopped with Ctrl+C (SIGINT).
+- Analytics.js 2.0 (docs/analytics-next.md): the app's `import { AnalyticsBrowser } from '@segment/analytics-next'` stays as written: it
   is bundled by the pinned esbuild against the pinned package in tests/analytics_next (as the user's bundler
   would). Only the load options change: `{ writeKey: 'YOUR_WRITE_KEY' }` becomes a load that needs no network
   (cdnSettings given, metrics and the Segment.io destination off). The page example is a <head> fragment, so
@@ -16,11 +20,18 @@ markers. What the tests change, and why:
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import queue
 import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,28 +40,39 @@ import pytest
 from flask import Flask, abort
 from werkzeug.serving import make_server
 
+from driptag import Settings, build_manifest, render
 from driptag.emulators import trackjs as emulator
 from conftest import TEST_CAMPAIGN, DripPage
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+ANALYTICS_NEXT_DOC = ROOT / "docs" / "analytics-next.md"
 NPM_DIR = ROOT / "tests" / "analytics_next"
 ESBUILD = NPM_DIR / "node_modules" / ".bin" / "esbuild"
 NPM_MISSING = "run make test (it installs the npm pieces of the tests and builds the Analytics.js 2.0 bundle with npm)"
 ACCOUNT = "83702741"
-EXAMPLES = ("standalone-build", "standalone-page", "analytics-next-app", "analytics-next-page", "flask-app",
-            "flask-template")
+README_EXAMPLES = ("standalone-build", "standalone-page", "build-commands", "python-api", "flask-app",
+                   "flask-template", "demo-commands")
+DOC_EXAMPLES = ("analytics-next-app", "analytics-next-page")
+# The README's sections, in order (the settings one is matched by the word "Settings" in its heading).
+README_SECTIONS = ["# driptag", "## Quick start", "Settings", "## Outputs and CSP", "## From Python and Flask",
+                   "## The QA demo", "## Development", "## More"]
 OFFLINE_LOAD = ("{ writeKey: 'test', cdnSettings: { integrations: {}, metrics: { sampleRate: 0 } } },"
                 " { integrations: { 'Segment.io': false } }")
 
 
-def readme_examples() -> dict[str, str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("<!-- BEGIN ecosystem -->"):text.index("<!-- END ecosystem -->")]
-    found = re.findall(r"<!-- example: ([\w-]+) -->\n```[\w+-]*\n(.*?)^```", section, re.DOTALL | re.MULTILINE)
+def examples_in(path: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """The fenced blocks of `path` that follow an `<!-- example: NAME -->` marker, by name, in order."""
+    text = path.read_text(encoding="utf-8")
+    found = re.findall(r"<!-- example: ([\w-]+) -->\n```[\w+-]*\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
     examples = dict(found)
-    assert len(examples) == len(found), "two README examples have the same name"
-    assert tuple(examples) == EXAMPLES, f"README examples: {list(examples)}"
+    assert len(examples) == len(found), f"two examples in {path.name} have the same name"
+    assert tuple(examples) == names, f"examples in {path.name}: {list(examples)}"
     return examples
+
+
+def readme_examples() -> dict[str, str]:
+    return {**examples_in(README, README_EXAMPLES), **examples_in(ANALYTICS_NEXT_DOC, DOC_EXAMPLES)}
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +80,38 @@ def examples() -> dict[str, str]:
     return readme_examples()
 
 
+def commands(block: str) -> list[str]:
+    """The command lines of a shell example, without their comments."""
+    lines = [line.split("  #")[0].strip() for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def venv_env() -> dict[str, str]:
+    """The environment of a user's shell where `python` is this .venv's."""
+    bin_dir = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    """A folder like a checkout's top folder, for the README's commands: it has a copy of examples/."""
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    return tmp_path
+
+
+def run_line(line: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=venv_env(), capture_output=True, text=True,
+                          timeout=120)
+
+
 @pytest.fixture(scope="module")
 def drip_js(examples, tmp_path_factory) -> str:
     """drip.js, built by the README's command."""
-    command = shlex.split(examples["standalone-build"].strip())
-    assert command[:2] == ["driptag", "build"], command
+    [line] = commands(examples["standalone-build"])
+    assert shlex.split(line)[:4] == ["python", "-m", "driptag", "build"], line
     folder = tmp_path_factory.mktemp("build")
-    driptag = Path(sys.executable).with_name("driptag")  # the command as installed in this environment
-    result = subprocess.run([str(driptag), *command[1:]], cwd=folder, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    result = run_line(line, folder)
+    assert (result.returncode, result.stderr) == (0, ""), f"{line}: {result.stderr}"
     return (folder / "drip.js").read_text(encoding="utf-8")
 
 
@@ -125,12 +170,124 @@ def assert_offline(drip: DripPage) -> None:
     assert elsewhere == [], f"requests left the machine: {elsewhere}"
 
 
-def test_readme_has_the_three_ways_each_with_its_examples():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("<!-- BEGIN ecosystem -->"):text.index("<!-- END ecosystem -->")]
-    assert re.findall(r"^#{2,3} .*", section, re.MULTILINE) == [
-        "## Using driptag", "### On its own", "### With Analytics.js 2.0", "### From Flask / Jinja"]
+def test_readme_sections_in_order_each_with_its_examples():
+    text = re.sub(r"^```.*?^```", "", README.read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE)
+    headings = re.findall(r"^#{1,2} .*", text, re.MULTILINE)
+    # These sections, in this order; others may come between them (a new mode's, for example).
+    expected = iter(README_SECTIONS)
+    wanted = next(expected)
+    for heading in headings:
+        if heading == wanted or (wanted == "Settings" and heading.startswith("## ") and "Settings" in heading):
+            wanted = next(expected, None)
+    assert wanted is None, f"README headings {headings}: {wanted!r} missing or out of order"
     readme_examples()
+
+
+def test_readme_is_short_and_plain():
+    text = README.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    assert len(lines) < 300, f"the README has {len(lines)} lines: move details to docs/"
+    # Table rows are exempt: the settings table is generated with one row per setting.
+    long = [(number, len(line)) for number, line in enumerate(lines, 1) if len(line) > 120 and not line.startswith("|")]
+    assert long == [], f"README lines over 120 characters (line, length): {long}"
+    # The two set-up commands of a fresh machine come first, and nothing else is needed before them.
+    first_block = re.search(r"^```sh\n(.*?)^```", text, re.DOTALL | re.MULTILINE).group(1)
+    assert commands(first_block) == ["make demo", "make test"], first_block
+
+
+@pytest.mark.parametrize("path", [README, *sorted((ROOT / "docs").glob("*.md"))], ids=lambda path: path.name)
+def test_user_documents_use_the_driptag_names_and_cite_no_spec_or_issue(path: Path):
+    text = path.read_text(encoding="utf-8")
+    assert re.findall(r"(?:from|import) builder\b|python -m builder|SPEC|§|[Ii]ssue #?\d+", text) == []
+    links = re.findall(r"\]\(((?!https?:)[^)#]+)", text)
+    missing = [link for link in links if not (path.parent / link).exists()]
+    assert missing == [], f"{path.name} links to files that do not exist: {missing}"
+
+
+def test_build_commands_on_the_sample_files(examples, workdir):
+    lines = commands(examples["build-commands"])
+    assert len(lines) == 3, lines
+    for line in lines:
+        result = run_line(line, workdir)
+        assert (result.returncode, result.stderr) == (0, ""), f"{line}: exit {result.returncode}, {result.stderr}"
+
+    # The settings file: Segment's Drip settings object.
+    from_file = Settings(account="83702741", campaign_id="1234567", key_style="snake", callback_timeout_ms=500)
+    assert (workdir / "drip.js").read_text(encoding="utf-8") == render(from_file, "js")
+    assert json.loads((workdir / "drip.json").read_text(encoding="utf-8")) == build_manifest(from_file, "js")
+
+    # Inline, without the preload link, and the CSP hash of it.
+    inline = Settings(account="83702741", preload=False)
+    tag = (workdir / "drip-tag.html").read_text(encoding="utf-8")
+    assert tag == render(inline, "html") and tag.startswith("<script>")
+    manifest = json.loads((workdir / "tag.json").read_text(encoding="utf-8"))
+    assert manifest == build_manifest(inline, "html") and manifest["csp_hash"].startswith("'sha256-")
+
+    # One file per row of the CSV, an empty cell meaning "not set".
+    rows = [Settings(account="83702741", campaign_id="1234567"),
+            Settings(account="91234567", key_style="snake"),
+            Settings(account="5551234", campaign_id="7654321", key_style="segment")]
+    dist = workdir / "dist"
+    assert sorted(path.name for path in dist.iterdir()) == ["5551234.js", "83702741.js", "91234567.js",
+                                                             "manifest.json"]
+    for settings in rows:
+        assert (dist / f"{settings.account}.js").read_text(encoding="utf-8") == render(settings, "js"), \
+            settings.account
+    listed = json.loads((dist / "manifest.json").read_text(encoding="utf-8"))
+    assert sorted(listed, key=lambda entry: entry["account"]) == sorted(
+        (build_manifest(settings, "js") for settings in rows), key=lambda entry: entry["account"])
+
+
+def test_python_api_example():
+    namespace: dict = {}
+    exec(compile(readme_examples()["python-api"], "README.md: python-api", "exec"), namespace)
+    settings = Settings(account="83702741", campaign_id="1234567")
+    assert namespace["settings"] == settings
+    assert namespace["code"] == render(settings, "js")
+    nonce = re.search(r'<script nonce="([^"]+)">', namespace["tag"]).group(1)
+    assert namespace["tag"] == render(settings, "html", nonce=nonce)
+    assert namespace["manifest"] == build_manifest(settings, "js")
+
+
+def start_demo(line: str, cwd: Path) -> tuple[subprocess.Popen, str]:
+    """Start a README demo command on a free port; return the process and the URL it printed."""
+    line = line.replace("YOUR_ACCOUNT", "83702741").replace("YOUR_CAMPAIGN", "1234567")
+    line = re.sub(r"--port \d+", "--port 0", line) if "--port" in line else line + " --port 0"
+    process = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=cwd, env=venv_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(out) for out in process.stdout], daemon=True).start()
+    seen, deadline = [], time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            seen.append(lines.get(timeout=max(0.01, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", seen[-1])
+        if found and found.group(1) != "0":
+            return process, found.group(0)
+    process.kill()
+    raise AssertionError(f"{line}: never printed the URL it serves; it printed {seen!r}")
+
+
+def test_demo_commands_serve_the_demo_page(examples, workdir):
+    lines = commands(examples["demo-commands"])
+    assert [shlex.split(line)[:4] for line in lines] == [["python", "-m", "driptag", "demo"]] * 2, lines
+    for line, mode in zip(lines, ("offline emulator", "real Drip")):
+        process, url = start_demo(line, workdir)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                page = response.read().decode("utf-8")
+            assert response.status == 200
+            assert '<dd id="fact-account">83702741</dd>' in page and f'<dd id="fact-mode">{mode}</dd>' in page, line
+        finally:
+            process.send_signal(signal.SIGINT)  # Ctrl+C, as the README's demo says
+            try:
+                status = process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise AssertionError(f"{line}: still running 15 s after Ctrl+C") from None
+        assert status == 0, f"{line}: exit status {status} after Ctrl+C"
 
 
 def test_standalone_example(examples, drip_js, serve, browser_page):
