@@ -38,7 +38,7 @@ What is measured (all offline: pages come from 127.0.0.1, every other host fails
       (each page posts its figures to the server and loads the next one). Playwright drives Chromium
       through the DevTools protocol, and with it attached a bigger script takes longer before the request
       starts (measured: it widens driptag's gap to Drip's snippet by about half a millisecond on the
-      machine of the README); a visitor's browser has no DevTools client. Drip's host fails to resolve
+      machine of docs/performance.md); a visitor's browser has no DevTools client. Drip's host fails to resolve
       there, for both snippets alike.
 - per bridged call (Playwright): a page with the loader and a track.js stub that never replaces the _dcq
   array (as Drip's track.js does until its configuration arrives), 10,000 analytics.identify(...) and
