@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -46,7 +46,7 @@ def setting_option(name: str, **overrides: Any) -> Callable[[Any], Any]:
     return click.option("/".join(setting.flags), setting.name, **options)
 
 
-def _settings_options(command):
+def _settings_options(command: click.Command) -> click.Command:
     """The flags of every declared setting (each overrides the same setting from --settings)."""
     for setting in reversed(SETTINGS):
         command = setting_option(setting.name)(command)
