@@ -731,6 +731,26 @@ def test_no_panel_covers_another_and_nothing_scrolls_sideways(demo: DemoPage, wi
     assert snippet_top > logs_bottom, f"the snippet starts at {snippet_top}px, above the logs' end ({logs_bottom}px)"
 
 
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_a_third_log_panel_gets_its_own_column(demo: DemoPage, width: int):
+    # Another mode's log (cloud mode's, say) is one more panel in .logs: the CSS needs no change for it.
+    page = demo.page
+    page.set_viewport_size({"width": width, "height": 800})
+    demo.open()
+    page.evaluate("""() => { const panel = document.createElement("section");
+        panel.className = "panel log-panel"; panel.setAttribute("aria-labelledby", "third-title");
+        panel.innerHTML = '<h2 id="third-title">A third log</h2>';
+        document.querySelector(".logs").appendChild(panel); }""")
+    boxes = page.locator(".logs > .log-panel").evaluate_all(
+        "panels => panels.map(p => { const r = p.getBoundingClientRect(); return [r.left, r.top, r.width]; })")
+    assert len(boxes) == 3
+    lefts, tops, widths = zip(*boxes)
+    assert list(lefts) == sorted(lefts) and len(set(tops)) == 1, f"not side by side: {boxes}"
+    assert max(widths) - min(widths) < 1, f"columns of different widths: {boxes}"
+    assert page.evaluate(OVERLAPS) == []
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+
+
 def test_placeholders_are_examples_in_a_muted_italic_style(demo: DemoPage):
     demo.open()
     page = demo.page
