@@ -46,7 +46,7 @@ def setting_option(name: str, **overrides: Any) -> Callable[[Any], Any]:
     return click.option("/".join(setting.flags), setting.name, **options)
 
 
-def _settings_options(command: click.Command) -> click.Command:
+def _settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The flags of every declared setting (each overrides the same setting from --settings)."""
     for setting in reversed(SETTINGS):
         command = setting_option(setting.name)(command)
