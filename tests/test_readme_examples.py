@@ -7,9 +7,9 @@ Each example is a fenced block after an `<!-- example: NAME -->` marker. Command
 - Python API: nothing; the block is executed and its results checked.
 - demo commands: `--port 0` (a free port) instead of 5000, and a real account number for YOUR_ACCOUNT and
   YOUR_CAMPAIGN; each demo is asked for its page, then stopped with Ctrl+C (SIGINT).
-- Analytics.js 2.0 (docs/analytics-next.md): the app's `import { AnalyticsBrowser } from '@segment/analytics-next'` stays as written: it
-  is bundled by the pinned esbuild against the pinned package in tests/analytics_next (as the user's bundler
-  would). Only the load options change: `{ writeKey: 'YOUR_WRITE_KEY' }` becomes a load that needs no network
+- Analytics.js 2.0 (docs/analytics-next.md): the app's
+  `import { AnalyticsBrowser } from '@segment/analytics-next'` stays as written: it is bundled by the pinned
+  esbuild against the pinned package in tests/analytics_next (as the user's bundler would). Only the load options change: `{ writeKey: 'YOUR_WRITE_KEY' }` becomes a load that needs no network
   (cdnSettings given, metrics and the Segment.io destination off). The page example is a <head> fragment, so
   it is put inside a minimal document.
 - Flask: app.py and templates/index.html are written to a temporary folder and app.py is imported from there
