@@ -408,8 +408,9 @@ def test_a_single_endpoint_takes_exactly_one_record(client, state):
     (EVENTS, "just a string", "events", '{"events": [one event object]}'),
 ], ids=["array", "wrong-key", "object-not-list", "batch-without-batches", "batch-not-object", "string"])
 def test_a_body_of_the_wrong_shape_is_422_parsing_error(client, state, path, body, attribute, expected):
+    message = f"JSON parsing error: the body must be {expected}"
     check(post(client, path, json.dumps(body)), 422, {"errors": [
-        {"code": "parsing_error", "attribute": attribute, "message": f"JSON parsing error: the body must be {expected}"}]})
+        {"code": "parsing_error", "attribute": attribute, "message": message}]})
     nothing_accepted(state)
 
 
@@ -459,8 +460,9 @@ def test_nesting_far_beyond_the_recursion_limit_is_400_not_500(client):
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
 def test_a_body_not_sent_as_json_is_415(client, state, content_type):
-    check(post(client, EVENTS, json.dumps({"events": [event()]}), content_type=content_type), 415, {"errors": [
-        {"code": "format_error", "message": "The request body must be JSON, sent with Content-Type: application/json"}]})
+    message = "The request body must be JSON, sent with Content-Type: application/json"
+    check(post(client, EVENTS, json.dumps({"events": [event()]}), content_type=content_type), 415,
+          {"errors": [{"code": "format_error", "message": message}]})
     nothing_accepted(state)
 
 

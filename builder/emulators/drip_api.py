@@ -259,7 +259,8 @@ class DripApiState:
 
     # -- faults ---------------------------------------------------------------------------------
 
-    def inject(self, fault: str, count: int = 1, path: str | None = None, seconds: float | None = None) -> dict[str, Any]:
+    def inject(self, fault: str, count: int = 1, path: str | None = None,
+               seconds: float | None = None) -> dict[str, Any]:
         """Make the next ``count`` API requests whose path contains ``path`` (any, when None) fail.
 
         ``seconds``: Retry-After of a ``429`` (default 1), the wait of ``delay`` (default 1) and the
@@ -475,7 +476,8 @@ def drip_api_for(app: Flask) -> DripApiState:
     state = app.extensions.get(_EXTENSION_KEY)
     if state is None:
         # dict.setdefault is atomic: two threads racing here get the same state.
-        state = app.extensions.setdefault(_EXTENSION_KEY, DripApiState(app.config.get("DRIP_API_CLOCK", time.monotonic)))
+        clock = app.config.get("DRIP_API_CLOCK", time.monotonic)
+        state = app.extensions.setdefault(_EXTENSION_KEY, DripApiState(clock))
     return state
 
 
@@ -697,6 +699,11 @@ def _is_iso_time(value: Any) -> bool:
     return True
 
 
+def _label(field: str) -> str:
+    """A field's name the way Drip's messages write it: ``base_lead_score`` -> ``Base lead score``."""
+    return field.replace("_", " ").capitalize()
+
+
 def _check_common(record: dict[str, Any], at: str) -> list[dict[str, str]]:
     """Checks shared by subscriber and campaign records."""
     errors = []
@@ -708,14 +715,13 @@ def _check_common(record: dict[str, Any], at: str) -> list[dict[str, str]]:
         if field in record:
             value = record[field]
             if not isinstance(value, list) or not all(isinstance(tag, str) for tag in value):
-                errors.append(_error("format_error", f"{field.replace('_', ' ').capitalize()} must be an array of strings",
-                                     f"{at}{field}"))
+                errors.append(_error("format_error", f"{_label(field)} must be an array of strings", f"{at}{field}"))
     for field in ("prospect", "double_optin"):
         if field in record and not isinstance(record[field], bool):
-            errors.append(_error("format_error", f"{field.replace('_', ' ').capitalize()} must be true or false", f"{at}{field}"))
+            errors.append(_error("format_error", f"{_label(field)} must be true or false", f"{at}{field}"))
     for field in ("base_lead_score", "lifetime_value"):
         if field in record and not _is_integer(record[field]):
-            errors.append(_error("format_error", f"{field.replace('_', ' ').capitalize()} must be an integer", f"{at}{field}"))
+            errors.append(_error("format_error", f"{_label(field)} must be an integer", f"{at}{field}"))
     if "eu_consent" in record and record["eu_consent"] not in ("granted", "denied"):
         errors.append(_error("format_error", "Eu consent must be granted or denied", f"{at}eu_consent"))
     if "time_zone" in record and not isinstance(record["time_zone"], str):
@@ -789,8 +795,8 @@ def _shape_error(message: str, attribute: str) -> _BadBody:
     return _BadBody(_errors(422, _error("parsing_error", f"JSON parsing error: {message}", attribute)))
 
 
-def _records_of(endpoint: _Endpoint, body: Any) -> tuple[list[Any], str]:
-    """The records of a body of the right shape, and the attribute prefix of the first; else 422."""
+def _records_of(endpoint: _Endpoint, body: Any) -> list[Any]:
+    """The records of a body of the right shape; a 422 for any other shape."""
     key = endpoint.key
     if endpoint.endpoint_class == _SINGLE:
         expected = f'the body must be {{"{key}": [one {key[:-1]} object]}}'
@@ -800,8 +806,9 @@ def _records_of(endpoint: _Endpoint, body: Any) -> tuple[list[Any], str]:
         if not isinstance(records, list):
             raise _shape_error(expected, key)
         if len(records) != 1:
-            raise _BadBody(_errors(422, _error("length_error", f"{key.capitalize()} must contain exactly one {key[:-1]}", key)))
-        return records, f"{key}[0]."
+            message = f"{key.capitalize()} must contain exactly one {key[:-1]}"
+            raise _BadBody(_errors(422, _error("length_error", message, key)))
+        return records
     expected = f'the body must be {{"batches": [{{"{key}": [1 to {MAX_BATCH_RECORDS} {key}]}}]}}'
     if not isinstance(body, dict) or not isinstance(body.get("batches"), list):
         raise _shape_error(expected, "batches")
@@ -815,7 +822,7 @@ def _records_of(endpoint: _Endpoint, body: Any) -> tuple[list[Any], str]:
         raise _BadBody(_errors(422, _error(
             "length_error", f"A batch must contain between 1 and {MAX_BATCH_RECORDS} {key}, not {len(records)}",
             f"batches[0].{key}")))
-    return records, f"batches[0].{key}[0]."
+    return records
 
 
 def _check_records(endpoint: _Endpoint, records: list[Any]) -> list[list[dict[str, str]]]:
@@ -943,7 +950,7 @@ class _Exchange:
         if self.parse_error is not None:
             raise self.parse_error
         body = self.parsed
-        records, _ = _records_of(endpoint, body)
+        records = _records_of(endpoint, body)
         errors = _check_records(endpoint, records)
         if endpoint.endpoint_class == _SINGLE:
             found = errors[0]
