@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..messages import one_line
 from ..version import __version__
 
 CONCURRENCY_ERROR = "too many concurrent requests"  # Drip's answer while another request for the same person runs
@@ -127,8 +128,8 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def _one_line(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= _ERROR_LIMIT else flat[:_ERROR_LIMIT] + "…"
+    """Drip's text (an HTML error page, say) folded onto one short line."""
+    return one_line(" ".join(text.split()), _ERROR_LIMIT)
 
 
 def _retry_after(value: str | None) -> float | None:
