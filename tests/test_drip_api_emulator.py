@@ -585,6 +585,18 @@ def test_reset_quotas_empties_every_window(client, state):
     check(post(client, EVENT_BATCHES, {"batches": [{"events": [event()]}]}), 201, X_RateLimit_Remaining="1")
 
 
+def test_requests_racing_for_the_last_places_never_exceed_the_quota(served, state):
+    # 40 requests at once for a budget of 20 (all for different people): exactly 20 are taken.
+    threads = [in_thread(lambda i=i: api_post(served, EVENTS, {"events": [event(f"p{i}@example.com")]}))
+               for i in range(40)]
+    for thread, _ in threads:
+        thread.join(10)
+    statuses = sorted(out[0].status_code if isinstance(out[0], httpx.Response) else repr(out[0])
+                      for _, out in threads)
+    assert statuses == [204] * 20 + [429] * 20, statuses
+    assert len(state.received()["events"]) == 20
+
+
 # -------------------------------------------------------------------------------------------------
 # Fault injection
 
@@ -915,3 +927,4 @@ def test_stopping_the_server_releases_requests_held_by_a_fault(app, state):
     shutdown()
     thread.join(5)
     assert not thread.is_alive() and isinstance(out[0], httpx.Response) and out[0].status_code == 504, out
+

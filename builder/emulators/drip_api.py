@@ -587,21 +587,23 @@ class _BadBody(Exception):
 
 def _read_body(limit: int) -> bytes:
     """The body, at most ``limit`` bytes (413 beyond, also for a chunked body); 400 if it ends early."""
-    too_large = _errors(413, _error("request_entity_too_large", f"The request body is larger than {limit} bytes"))
+    def too_large() -> _BadBody:
+        message = f"The request body is larger than {limit} bytes"
+        return _BadBody(_errors(413, _error("request_entity_too_large", message)))
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise _BadBody(too_large)
+        raise too_large()
     # One byte above the limit, for this request only: a streamed body read up to that extra byte
     # proves too large (werkzeug's limited stream stops quietly at its limit instead of raising).
     request.max_content_length = limit + 1
     try:
         data = request.get_data(cache=False)
     except RequestEntityTooLarge:
-        raise _BadBody(too_large) from None
+        raise too_large() from None
     except ClientDisconnected:
         raise _BadBody(_errors(400, _error("parsing_error", "The request body ended early"))) from None
     if len(data) > limit:
-        raise _BadBody(too_large)
+        raise too_large()
     return data
 
 
