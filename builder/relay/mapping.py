@@ -243,7 +243,8 @@ class _Identify:
             cents = _cents(_amount(fields["lifetime_value"]))
             if cents is not None:
                 person["lifetime_value"] = cents
-        custom = {key: _custom_text(value) for key, value in self.custom.items() if value is not None}
+        # A custom field needs a name: one without (a trait keyed "") is left out, not risked with the rest.
+        custom = {key: _custom_text(value) for key, value in self.custom.items() if value is not None and key}
         if user_id and not self.has_id:
             custom.setdefault("id", user_id)  # what the loader (and Segment's destination) hands Drip
         if custom:
