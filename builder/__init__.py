@@ -1,4 +1,8 @@
-"""driptag: generates the browser integration that puts Drip on a web site (see SPEC.md)."""
+"""driptag: generates the browser integration that puts Drip on a web site.
+
+The loader bridges analytics.js-style identify and track calls to Drip's queue `window._dcq`;
+`render` gives it as a script or an inline `<script>` element for one validated `Settings`.
+"""
 
 from .loader.render import build_manifest, render
 from .loader.settings import Settings, SettingsError

@@ -1,4 +1,4 @@
-"""The offline Drip emulator (SPEC §4): its script, and the collector it reports to.
+"""The offline Drip emulator: its script, and the collector it reports to.
 
 ``bp`` is a Flask blueprint mounted at ``/emulator``:
 

@@ -1,4 +1,4 @@
-"""Rendering the loader (SPEC §2.1, §2.3, §2.4).
+"""Rendering the loader: the `js` and `html` outputs, minified or readable, cached per settings.
 
 Templates are rendered by Jinja with StrictUndefined, and every `{{ … }}` must go through one of two
 filters: `js` (a value placed into JavaScript, see escaping.py) or `attr` (an HTML attribute). Any other
@@ -169,7 +169,8 @@ def _snippet_template() -> jinja2.Template:
 
 def _snippet_context(settings: Settings, minified: bool, nonce: str | None) -> dict[str, Any]:
     # The preload link asks for track.js while the browser reads the page, before the loader's script is
-    # parsed (SPEC §7). Not with consent required: nothing is requested from Drip before consent (§3.8).
+    # parsed, so the request does not wait for the loader. Not with consent required: nothing is
+    # requested from Drip before consent.
     preload = settings.preload and settings.consent != "required"
     return {"body": Markup(_loader(settings, minified)), "nonce": nonce,
             "preload_url": settings.script_url if preload else None}
@@ -202,7 +203,7 @@ def inline_body(html: str) -> str:
 
 def build_manifest(settings: Settings, fmt: str = "js", *, minify: bool = True,
                    nonce: str | None = None) -> dict[str, Any]:
-    """Sizes and hashes of one output (SPEC §2.2 --manifest)."""
+    """Sizes and hashes of one output: what `driptag build --manifest` writes."""
     data = render(settings, fmt, minify=minify, nonce=nonce).encode("utf-8")
     manifest: dict[str, Any] = {
         "account": settings.account,

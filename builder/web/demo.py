@@ -1,4 +1,4 @@
-"""The QA demo site (SPEC §5), served by `driptag demo`.
+"""The QA demo site, served by `driptag demo`.
 
 `create_app(config)` is an application factory in the style of Flask's tutorial: a blueprint for the
 page and `/drip.js`, plus the emulator blueprint of `driptag.emulators.trackjs` (`/emulator/<account>.js` and
@@ -100,7 +100,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     site_settings = Settings(account=app.config["DEMO_ACCOUNT"], campaign_id=None if campaign in (None, "") else campaign)
     fallback = app.config["DEMO_EMULATOR_ORIGIN"]
     if fallback is not None:
-        # Checked now, with the rules of §1 (http only for 127.0.0.1 and localhost).
+        # Checked now, with the script_origin setting's rules (http only for 127.0.0.1 and localhost).
         fallback = site_settings.replace(script_origin=f"{fallback}/emulator").script_origin
     state = _DemoState(mode=mode, site_settings=site_settings, fallback_origin=fallback)
     app.extensions[_EXTENSION_KEY] = state
@@ -304,7 +304,8 @@ def run_demo(*, account: str | int | None = None, campaign_id: str | int | None 
     print(f"driptag demo {__version__}: account {state.account}, campaign {campaign}, {where}", flush=True)
     print(f"  open {url}  (Ctrl+C to stop)", flush=True)
     if drip == "emulator" and shown_host not in _LOCAL_HOSTS:
-        # The emulator's track.js comes over http, which §1 allows only from 127.0.0.1 or localhost.
+        # The emulator's track.js comes over http, which the script_origin setting allows only from
+        # 127.0.0.1 or localhost.
         print(f"  note: with the emulator, open the page as http://127.0.0.1:{bound_port}/ on this machine",
               flush=True)
     try:

@@ -1,5 +1,5 @@
 /*
- * driptag Drip emulator (SPEC §4): an offline stand-in for Drip's track.js and its servers.
+ * driptag Drip emulator: an offline stand-in for Drip's track.js and its servers.
  *
  * It reproduces what the real script does, as far as a page can observe it:
  *   - reads window._dcs.account (without it: logs "No account specified" and stops);
