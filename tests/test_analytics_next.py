@@ -1,4 +1,5 @@
-"""driptag with Segment's real Analytics.js 2.0 (SPEC §3.2, §3.9), and with Segment's real classic snippet stub.
+"""driptag with Segment's real Analytics.js 2.0 (the loader registers its destination plugin there instead of
+installing its own facade), and with Segment's real classic snippet stub.
 
 Analytics.js 2.0 is `@segment/analytics-next` from the npm registry, pinned with a lock file in
 tests/analytics_next/ and bundled for the browser by `make test` (an IIFE that sets window.AnalyticsBrowser).

@@ -1,4 +1,4 @@
-"""The emulator's collector at /emulator/events (SPEC §4), through Flask's test client and, for
+"""The emulator's collector at /emulator/events, through Flask's test client and, for
 chunked bodies, a real werkzeug server. Each test gets a fresh app, hence a fresh collector."""
 
 from __future__ import annotations

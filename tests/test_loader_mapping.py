@@ -1,4 +1,5 @@
-"""What the generated loader pushes to Drip's queue for each call (SPEC §3.3 to §3.6, §3.10).
+"""What the generated loader pushes to Drip's queue for each call: track, identify (and subscribe), the
+integrations options, arguments and callbacks, and the plain data Drip is given.
 
 Every test loads the generated script in Chromium, holds Drip's configuration so that _dcq stays an
 array, makes calls and compares the exact commands pushed (a JSON copy taken at push time).
@@ -31,7 +32,7 @@ def expect(actual, wanted, what):
     assert actual == wanted, f"{what}: the loader pushed {actual!r}, expected {wanted!r}"
 
 
-# §3.6 track
+# track
 
 
 def test_track_with_event_only_pushes_empty_properties(pushes):
@@ -54,7 +55,7 @@ def test_revenue_number_is_rounded_to_whole_cents(pushes):
 
 
 def test_revenue_cents_are_math_round_of_revenue_times_100(pushes):
-    # SPEC §3.6.3: Math.round(revenue * 100). 0.29 * 100 is 28.999999999999996 (not truncated to 28);
+    # The value is Math.round(revenue * 100) cents. 0.29 * 100 is 28.999999999999996 (not truncated to 28);
     # 1.005 * 100 is 100.49999999999999, which rounds to 100, as Segment's integration computes it.
     expect(pushes("analytics.track('A', {revenue: '0.29'}); analytics.track('B', {revenue: 1.005})"),
            [["track", "A", {"value": 29}], ["track", "B", {"value": 100}]], "revenue 0.29 and 1.005")
@@ -129,7 +130,7 @@ def test_track_without_event_name_is_dropped_with_a_warning(pushes, drip):
     assert drip.warnings() == ["[driptag] track: no event name; dropped"] * 3, drip.warnings()
 
 
-# §3.3 integrations options
+# integrations options
 
 
 @pytest.mark.parametrize("options, sent", [
@@ -148,7 +149,7 @@ def test_integrations_option_decides_whether_drip_gets_the_call(pushes, options,
     expect(got, [["track", "event", {}]] if sent else [], f"options {options}")
 
 
-# §3.4 identify
+# identify
 
 
 def test_identify_without_email_pushes_nothing(pushes):
@@ -250,7 +251,7 @@ def test_subscribe_fields_are_a_separate_copy(drip):
     assert separate, "subscribe.fields is the very object pushed with identify"
 
 
-# §3.3 arguments and callbacks
+# arguments and callbacks
 
 
 def test_callback_in_any_position_is_attached_as_success_and_failure(pushes):

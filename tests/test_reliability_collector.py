@@ -1,4 +1,4 @@
-"""Reliability (issue #4, item 10): the demo's collector (/emulator/events) under load.
+"""Reliability: the demo's collector (/emulator/events) under load.
 
 20 pages, each with the generated loader and the emulator, send 250 calls each at the same moment; the
 emulator reports every answered command to the collector of the test site (a threaded werkzeug server, as

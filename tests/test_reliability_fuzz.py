@@ -1,4 +1,4 @@
-"""Reliability (issue #4, item 6): property-based fuzzing of the generated loader's public API.
+"""Reliability: property-based fuzzing of the generated loader's public API.
 
 Hypothesis generates calls in Python: a method of the analytics.js facade, of window.driptag or of the
 Analytics.js 2.0 plugin, and arguments described as JSON (`{"$": kind, ...}` for what JSON cannot carry).
@@ -416,7 +416,7 @@ def test_an_array_within_the_10000_value_budget_is_delivered_whole(drip):
 
 
 # A call that fails inside the loader (a revoked Proxy, a throwing getter) is dropped with one warning, and its
-# callback still runs exactly once (§3.7), as analytics.js code waiting on it (e.g. to navigate) needs.
+# callback still runs exactly once, as analytics.js code waiting on it (e.g. to navigate) needs.
 FAILING_CALLS = {
     "identify(revoked Proxy, cb)": ("identify", "analytics.identify(revoked(), cb)"),
     "identify(userId, traits, options with a throwing getter, cb)":

@@ -1,10 +1,10 @@
-"""Reliability (issue #4, items 5 and 7): order and integrity of what the generated loader hands to Drip.
+"""Reliability: order and integrity of what the generated loader hands to Drip.
 
-5. 1,000 mixed calls spread over every phase of a page's life reach the emulator exactly once, in order:
+1. 1,000 mixed calls spread over every phase of a page's life reach the emulator exactly once, in order:
    (a) before the loader, in Segment's classic snippet stub; (b) after the loader ran, while track.js is
    still on its way; (c) after track.js defined `_dc`, before it swapped `_dcq` for its own object;
    (d) after the swap.
-7. The caller's objects are never changed: deep-compared (values, keys, property descriptors, prototypes,
+2. The caller's objects are never changed: deep-compared (values, keys, property descriptors, prototypes,
    frozenness, identities) before the calls and after Drip's track.js (the emulator) consumed and mutated
    everything it was given.
 
@@ -140,7 +140,7 @@ def test_1000_calls_over_every_phase_reach_drip_exactly_once_in_order(drip):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 7. Caller objects are never mutated
+# 2. Caller objects are never mutated
 
 # A structural snapshot of everything reachable from a value: own keys (strings and Symbols, enumerable
 # or not) with their descriptors, prototypes, frozen/sealed/extensible flags, Date times, array lengths,
