@@ -519,12 +519,35 @@ def test_the_app_never_runs_with_debug():
     assert create_app({"DEBUG": True}).debug is False
 
 
+FAKE_FD = 1_000_003  # the stand-in socket's file descriptor, as handed to make_server
+
+
 @pytest.fixture
 def started(monkeypatch) -> dict:
-    """run_demo with a stand-in for werkzeug's make_server: what it was given, and whether it was closed."""
+    """run_demo with stand-ins for its listening socket and werkzeug's make_server: what they were given, and
+    whether the server was closed. Nothing binds a port, so any port number can be asked for."""
     import driptag.web.demo as demo_module
 
     started: dict = {"closed": False}
+
+    class FakeListening:
+        """What `_listen` returns, bound to nothing: it reports the address it was asked for."""
+
+        def __init__(self, host: str, port: int) -> None:
+            self.address = (host, port)
+
+        def getsockname(self) -> tuple[str, int]:
+            return self.address
+
+        def fileno(self) -> int:
+            return FAKE_FD
+
+        def close(self) -> None:
+            started["listening_closed"] = True
+
+    def fake_listen(host: str, port: int) -> FakeListening:
+        started["listened"] = (host, port)
+        return FakeListening(host, port)
 
     class FakeServer:
         def __init__(self, port: int) -> None:
@@ -540,6 +563,7 @@ def started(monkeypatch) -> dict:
         started.update(host=host, port=port, app=app, **kwargs)
         return FakeServer(port)
 
+    monkeypatch.setattr(demo_module, "_listen", fake_listen)
     monkeypatch.setattr(demo_module, "make_server", fake_make_server)
     return started
 
@@ -548,10 +572,12 @@ def test_run_demo_serves_threaded_without_debugger_and_prints_the_url(started, c
     from driptag.web.demo import run_demo
 
     run_demo(account="83702741", campaign_id=None, host="127.0.0.1", port=5123, drip="emulator")
+    assert started["listened"] == ("127.0.0.1", 5123)
+    assert started["fd"] == FAKE_FD, "werkzeug was not handed the socket run_demo listens on"
     assert isinstance(started["app"], Flask) and started["app"].debug is False
     assert started["threaded"] is True
     assert "use_debugger" not in started or started["use_debugger"] is False
-    assert started["closed"]
+    assert started["closed"] and started["listening_closed"]
     out = capsys.readouterr().out
     assert "http://127.0.0.1:5123/" in out
     assert "campaign 7654321" in out
@@ -566,6 +592,7 @@ def test_run_demo_on_all_interfaces_keeps_the_emulator_on_loopback(started):
     from driptag.web.demo import run_demo
 
     run_demo(account="83702741", campaign_id="1234", host="0.0.0.0", port=5124, drip="emulator")
+    assert started["listened"] == ("0.0.0.0", 5124)
     client = started["app"].test_client()
     body = client.get("/drip.js", base_url="http://192.168.1.20:5124").data
     assert b"http://127.0.0.1:5124/emulator/83702741.js" in body
