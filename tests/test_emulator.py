@@ -1,4 +1,4 @@
-"""The Drip emulator (SPEC §4) in headless Chromium, fully offline.
+"""The Drip emulator (the offline stand-in for Drip's track.js) in headless Chromium, fully offline.
 
 Each test loads a fresh page from the test site with Drip's own snippet; the snippet's request for
 `//tag.getdrip.com/{account}.js` is fulfilled with `emulator_script(...)`. The page records every
@@ -16,6 +16,7 @@ import pytest
 
 from driptag.emulators.trackjs import bp, collector_for, emulator_script
 from driptag.loader.escaping import script_json
+from pages import drips_snippet, page_html
 
 ACCOUNT = "83702741"
 CAMPAIGN = "1234567"
@@ -53,18 +54,6 @@ document.addEventListener("load", function (event) {
 </script>"""
 
 
-def drip_snippet(account: str = ACCOUNT, src: str | None = None) -> str:
-    """Drip's own install snippet (the account placed as JSON, like any value in this project)."""
-    src = src or f"//tag.getdrip.com/{account}.js"
-    return (
-        "<script>var _dcq = _dcq || []; var _dcs = _dcs || {}; "
-        f"_dcs.account = {script_json(account)};\n"
-        "(function(){var dc=document.createElement('script');dc.type='text/javascript';dc.async=true;"
-        f"dc.src={script_json(src)};var s=document.getElementsByTagName('script')[0];"
-        "s.parentNode.insertBefore(dc,s);})();</script>"
-    )
-
-
 class Emulated:
     """One page with Drip's snippet, Drip's host routed to the emulator."""
 
@@ -97,9 +86,8 @@ class Emulated:
         head = PAGE_HELPERS
         if options is not None:
             head += f"<script>window.dripEmulatorOptions = {script_json(options)};</script>"
-        head += drip_snippet() if snippet is None else snippet
-        html = f"<!doctype html><html><head><meta charset=utf-8>{head}{after}</head><body></body></html>"
-        self.url = self.site.add_page(html)
+        head += drips_snippet(ACCOUNT) if snippet is None else snippet
+        self.url = self.site.add_page(page_html(head + after))
         self.page.goto(self.url)
         if wait_configured:
             self.page.wait_for_function("() => window.dripEmulator && window.dripEmulator.configured",
@@ -168,7 +156,7 @@ def answers(records: list[dict]) -> list[str]:
 
 
 def test_missing_account_logs_no_account_specified_and_defines_nothing(emu):
-    snippet = drip_snippet().replace(f"_dcs.account = {script_json(ACCOUNT)};", "")
+    snippet = drips_snippet(ACCOUNT).replace(f"_dcs.account = '{ACCOUNT}';", "")
     emu.open('<script>_dcq.push(["identify", {email: "a@example.com", success: cb("s"), failure: cb("f")}]);'
              "</script>", snippet=snippet, wait_configured=False)
     emu.page.wait_for_function("() => window.atScriptLoad.length === 1")
@@ -216,7 +204,7 @@ def test_null_collector_turns_reporting_off(emu):
 
 def test_second_copy_of_track_js_does_nothing(emu):
     emu.open('<script>_dcq.push(["identify", {email: "a@example.com", success: cb("s"), failure: cb("f")}]);'
-             "</script>" + drip_snippet(), options={"configDelay": 60})
+             "</script>" + drips_snippet(ACCOUNT), options={"configDelay": 60})
     # Both copies ran (the browser may serve the second from its cache: one request or two).
     emu.page.wait_for_function("() => window.atScriptLoad.length === 2")
     assert 1 <= len(emu.script_requests) <= 2, f"track.js requests: {emu.script_requests!r}"
@@ -704,8 +692,9 @@ def test_served_emulator_uses_the_app_config(emu, site, monkeypatch):
     monkeypatch.setitem(site.app.config, "DRIP_EMULATOR_CONFIG_DELAY_MS", 12)
     monkeypatch.setitem(site.app.config, "DRIP_EMULATOR_LATENCY_MS", 3)
     monkeypatch.setitem(site.app.config, "DRIP_EMULATOR_CAMPAIGNS", ["7654321"])
+    served_here = drips_snippet(ACCOUNT).replace("//tag.getdrip.com/", "/emulator/")  # the site's own route
     emu.open('<script>_dcq.push(["subscribe", {campaign_id: "7654321", fields: {email: "ada@example.com"}, '
-             'success: cb("s")}]);</script>', snippet=drip_snippet(src=f"/emulator/{ACCOUNT}.js"))
+             'success: cb("s")}]);</script>', snippet=served_here)
     assert emu.script_requests == [], "the route to tag.getdrip.com was used"
     config = emu.js("() => window.dripEmulator.config")
     assert config == {"configDelay": 12, "latency": 3, "campaigns": ["7654321"],

@@ -1,10 +1,10 @@
-"""Reliability (issue #4, items 1-4 and 9): the generated loader on a hostile web, against the Drip emulator.
+"""Reliability: the generated loader on a hostile web, against the Drip emulator.
 
 1. track.js blocked, 404, 500, hanging, or throwing while it runs;
 2. the snippet included twice (js, html, both) and re-run by an SPA;
 3. Drip's own snippet before or after ours;
 4. Content-Security-Policy: nonce + 'strict-dynamic', the manifest's csp_hash, and policies that block track.js;
-9. consent: no request at all before consent, held calls flushed in order, denial, re-grant.
+5. consent: no request at all before consent, held calls flushed in order, denial, re-grant.
 
 Already covered elsewhere and not repeated here: the html snippet included twice
 (test_loader_boot.test_snippet_included_twice_loads_once_and_sends_once), the nonce handed to track.js
@@ -22,13 +22,14 @@ import pytest
 from driptag import Settings, build_manifest, render
 from driptag.emulators import trackjs as emulator
 from conftest import TEST_CAMPAIGN
+from pages import drips_snippet, page_html
 
 ACCOUNT = "83702741"
 TRACK_JS = f"https://tag.getdrip.com/{ACCOUNT}.js"
 NONCE = "cmVsaWFiaWxpdHktbm9uY2U"
 SETTINGS = Settings(account=ACCOUNT, callback_timeout_ms=200)
 
-# Faults injected, by name: how the route for track.js answers (counted in the README's figures).
+# Faults injected, by name: how the route for track.js answers (counted in the figures of docs/reliability.md).
 FAULTS = {
     "blocked": lambda route: route.abort("blockedbyclient"),
     "404": lambda route: route.fulfill(status=404, body="Not Found", content_type="text/plain"),
@@ -84,10 +85,6 @@ def wait_for(drip, condition: str, what: str, arg=None, timeout: float = 5000) -
         drip.page.wait_for_function(condition, arg=arg, timeout=timeout)
     except Exception:
         raise AssertionError(f"{what}: never happened") from None
-
-
-def page_html(head: str, body: str = "") -> str:
-    return f"<!doctype html><html><head><meta charset=utf-8>{head}</head><body>{body}</body></html>"
 
 
 def goto(drip, html: str, wait: str = "load") -> str:
@@ -248,24 +245,21 @@ def test_spa_running_the_loader_again_changes_nothing(drip):
 # ---------------------------------------------------------------------------------------------------
 # 3. Drip's own snippet on the page, before or after ours (Drip's published snippet, protocol-relative)
 
-DRIPS_OWN_SNIPPET = f"""<script type="text/javascript">
-  var _dcq = _dcq || [];
-  var _dcs = _dcs || {{}};
-  _dcs.account = '{ACCOUNT}';
-  (function() {{
-    var dc = document.createElement('script');
-    dc.type = 'text/javascript'; dc.async = true;
-    dc.src = '//tag.getdrip.com/{ACCOUNT}.js';
-    var s = document.getElementsByTagName('script')[0];
-    s.parentNode.insertBefore(dc, s);
-  }})();
-  _dcq.push(['track', 'from Drip snippet page code', {{}}]);
-</script>"""
+DRIPS_SRC = f"'//tag.getdrip.com/{ACCOUNT}.js'"  # the URL as Drip's documented snippet writes it
 DRIP_SNIPPET_TRACK_JS = f"http://tag.getdrip.com/{ACCOUNT}.js"  # '//' on an http page
 
 
-def drips_snippet(src: str) -> str:
-    return DRIPS_OWN_SNIPPET.replace(f"'//tag.getdrip.com/{ACCOUNT}.js'", repr(src))
+def drips_snippet_with_a_call(src: str | None = None) -> str:
+    """Drip's documented snippet (loading track.js from `src` when given), then page code that pushes a
+    command to Drip's queue."""
+    snippet = drips_snippet(ACCOUNT)
+    if src is not None:
+        assert DRIPS_SRC in snippet, f"Drip's snippet in pages.py no longer loads {DRIPS_SRC}: {snippet}"
+        snippet = snippet.replace(DRIPS_SRC, repr(src))
+    return snippet + "<script>_dcq.push(['track', 'from Drip snippet page code', {}]);</script>"
+
+
+DRIPS_OWN_SNIPPET = drips_snippet_with_a_call()
 
 
 @pytest.mark.parametrize("fmt, src", [
@@ -277,7 +271,7 @@ def test_drips_snippet_before_ours_one_track_js_request_and_each_command_once(dr
     loader = (render(SETTINGS, "html") if fmt == "html"
               else render(SETTINGS.replace(preload=False), "html") if fmt == "html without preload"
               else f'<script src="{drip.site.add(render(SETTINGS, "js"), "js")}"></script>')
-    goto(drip, page_html(drips_snippet(src) + loader + "<script>analytics.track('ours');"
+    goto(drip, page_html(drips_snippet_with_a_call(src) + loader + "<script>analytics.track('ours');"
                          "analytics.identify({email: 'a@b.co'});</script>"))
     commands = wait_received(drip, 3)
     drip.page.wait_for_timeout(150)
@@ -315,8 +309,9 @@ def test_drips_snippet_before_ours_with_track_js_already_running_is_adopted(drip
 
 
 def test_drips_snippet_after_ours_each_command_runs_once(drip):
-    """Drip's snippet after ours injects a second track.js unconditionally (SPEC §4: driptag cannot
-    prevent that request without patching the page's DOM methods); its second copy must do nothing."""
+    """Drip's snippet after ours injects a second track.js unconditionally (driptag cannot prevent that
+    request without patching the page's DOM methods, so the README says to remove Drip's snippet); its
+    second copy must do nothing."""
     goto(drip, page_html(render(SETTINGS, "html") + "<script>analytics.track('ours');</script>"
                          + DRIPS_OWN_SNIPPET + "<script>analytics.identify({email: 'a@b.co'});</script>"))
     wait_for(drip, "() => document.querySelectorAll('script[src*=\"tag.getdrip.com\"]').length === 2",
@@ -406,7 +401,7 @@ def test_csp_that_blocks_track_js_gives_failed_and_no_exception(drip, case):
 
 
 # ---------------------------------------------------------------------------------------------------
-# 9. Consent
+# 5. Consent
 
 
 def test_consent_required_makes_no_request_and_sets_nothing_before_consent_then_flushes_in_order(drip):
