@@ -22,6 +22,7 @@ from .files import write_file
 from .loader.render import FORMATS, build_manifest, check_nonce, render
 from .loader.settings import SETTING, SETTINGS, Problem, Settings, SettingsError, check_each, python_names
 from .messages import one_line
+from .relay.commands import relay
 from .version import __version__
 
 API_TOKEN_WARNING = ("driptag: warning: the API token is a server-side secret; "
@@ -209,6 +210,9 @@ def demo(account: str, campaign_id: str | None, host: str, port: int, drip: str)
 
 # click 8.2 and later raise this for a group called without a command; 8.1 printed the help itself.
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+cli.add_command(relay)
 
 
 def main(argv: list[str] | None = None) -> int:

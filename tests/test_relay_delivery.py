@@ -158,8 +158,8 @@ def test_budgets_are_never_exceeded_and_the_sender_says_when_they_free(world):
     world.clock.now += delivery.LINGER
     said = run_until_idle(world)
     assert len(world.drip.requests) == 7, "no budget left in the window: nothing more is sent"
-    assert said[-1] == pytest.approx(start + 60), "the oldest request of the window leaves it then"
-    world.clock.now = start + 60
+    assert said[-1] == pytest.approx(start + 60 + delivery.WINDOW_MARGIN), "when the oldest request leaves the window"
+    world.clock.now = start + 60 + delivery.WINDOW_MARGIN
     run_until_idle(world)
     assert world.spool.pending == 0
 
@@ -185,9 +185,9 @@ def test_429_without_retry_after_waits_until_the_window_frees(world):
     run_until_idle(world)
     world.clock.now += delivery.LINGER
     said = run_until_idle(world)
-    assert world.spool.paused_until(ACCOUNT, "single") == pytest.approx(start + 60)
-    assert said[-1] == pytest.approx(start + 60), "both classes pause until their oldest request leaves the window"
-    world.clock.now = start + 60
+    assert world.spool.paused_until(ACCOUNT, "single") == pytest.approx(start + 60 + delivery.WINDOW_MARGIN)
+    assert said[-1] == pytest.approx(start + 60 + delivery.WINDOW_MARGIN), "until the oldest request leaves it"
+    world.clock.now = start + 60 + delivery.WINDOW_MARGIN
     run_until_idle(world)
     assert len(world.drip.requests) == 3 and world.spool.pending == 0
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import RelayConfig, Source
+from .config import RateLimits, RelayConfig, Source
 from .drip_client import DripAnswer, DripClient
 from .metrics import Metrics
 from .spool import Pending, Spool
@@ -44,6 +44,9 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 600.0
 IDLE_WAKE = 5.0            # a sender looks again at least this often (pauses ending, clock changes)
 CREDENTIALS_REJECTED = "credentials rejected"
+# A request is counted from just before it is sent; Drip counts it from when it arrives, a little later.
+# Our window is this much longer, so a request never leaves our window before it leaves Drip's.
+WINDOW_MARGIN = 1.0
 
 
 def token_fingerprint(token: str) -> str:
@@ -106,6 +109,10 @@ def next_records(waiting: list[Pending], now: float) -> list[Pending]:
         if len(taken) == BATCH_SIZE:
             break
     return taken
+
+
+def _window(limits: RateLimits) -> float:
+    return limits.window_seconds + WINDOW_MARGIN
 
 
 class Sender:
@@ -215,10 +222,10 @@ class Sender:
         paused = self.spool.paused_until(self.source.account, endpoint_class)
         if paused > now:
             return False, paused
-        used, oldest = self.spool.requests_since(self.source.account, endpoint_class, now - limits.window_seconds)
+        used, oldest = self.spool.requests_since(self.source.account, endpoint_class, now - _window(limits))
         if used < limit:
             return True, now
-        return False, (oldest or now) + limits.window_seconds
+        return False, (oldest or now) + _window(limits)
 
     # -- sending and answers ---------------------------------------------------------------------
 
@@ -227,7 +234,8 @@ class Sender:
         self.spool.reserve(source.account, request.endpoint_class)
         answer = self.client.post(source.api_token, request.path, request.body)
         self.metrics.drip_responses.labels(status=answer.label).inc()
-        self._lower_budget(request.endpoint_class, answer.remaining)
+        if answer.retry_after is None:  # with Retry-After, Drip has said when to ask again: that wins
+            self._lower_budget(request.endpoint_class, answer.remaining)
         if answer.ok:
             self.spool.delivered(request.records)
             self.metrics.delivered.labels(source=source.name, kind=request.records[0].kind).inc(len(request.records))
@@ -250,8 +258,8 @@ class Sender:
                 until = now + answer.retry_after
             else:
                 _, oldest = self.spool.requests_since(source.account, request.endpoint_class,
-                                                      now - limits.window_seconds)
-                until = (oldest or now) + limits.window_seconds
+                                                      now - _window(limits))
+                until = (oldest or now) + _window(limits)
             self.spool.pause(source.account, request.endpoint_class, until, answer.error)
             log.warning("source %s: Drip's rate limit (429) for %s requests; waiting %.0f s",
                         source.name, request.endpoint_class, until - now)
@@ -283,7 +291,7 @@ class Sender:
             return
         limits = self.source.rate_limits
         limit = limits.single if endpoint_class == "single" else limits.batch
-        used, _ = self.spool.requests_since(self.source.account, endpoint_class, self.clock() - limits.window_seconds)
+        used, _ = self.spool.requests_since(self.source.account, endpoint_class, self.clock() - _window(limits))
         missing = (limit - used) - max(0, remaining)
         if missing > 0:
             self.spool.reserve(self.source.account, endpoint_class, missing)
