@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import waitress
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from driptag.relay import ingest
 from driptag.relay.config import parse_config
@@ -365,6 +366,10 @@ def test_over_2500_messages_is_400_and_2500_are_taken(client, relay):
      "-Infinity is not a JSON number: send a number or leave the value out"),
     (b'{"batch": [{"properties": {"v": 1e400}}]}', 'the number "1e400" is beyond the range of a double'),
     (b'{"batch": [{"properties": {"v": -2.5E+308}}]}', 'the number "-2.5E+308" is beyond the range of a double'),
+    (b'{"batch": [{"properties": {"v": 1e1000}}]}', 'the number "1e1000" is beyond the range of a double'),
+    (b'{"batch": [{"properties": {"v": [0.5e0400]}}]}', 'the number "0.5e0400" is beyond the range of a double'),
+    (b'{"batch": [{"properties": {"v": ' + b"9" * 250 + b'e60}}]}',
+     'the number "' + "9" * 40 + '…" is beyond the range of a double'),
     (b'{"batch": [{"properties": {"v": 1' + b"0" * 309 + b'}}]}',
      'the number "1' + "0" * 39 + '…" is beyond the range of a double'),
     (b'{"batch": [{"properties": {"v": "\\ud800"}}]}',
@@ -399,6 +404,45 @@ def test_duplicate_keys_take_the_last_value(client, relay):
     data = b'{"type": "track", "event": "First", "event": "Last", "properties": {"email": "ann@example.com"}}'
     assert answer(post(client, "/v1/track", data)) == (200, SUCCESS)
     assert stored(relay) == [event("ann@example.com", "Last")]
+
+
+_TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from(["\ud800", "\udfff", "\x00", "\u2028"]), max_size=12)
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _TEXT
+    | st.sampled_from([10**400, "ann@example.com", "Order Completed", "$12.50", "2026-01-02T03:04:05+01:00"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT | st.sampled_from(
+        ["email", "revenue", "total", "Drip", "All", "traits", "tags", "address", "__proto__"]), inner, max_size=4),
+    max_leaves=20)
+_MESSAGES = st.dictionaries(st.sampled_from(["type", "event", "userId", "anonymousId", "traits", "properties",
+                                             "context", "integrations", "messageId", "timestamp", "writeKey"]),
+                            _VALUES | st.sampled_from(["identify", "track", "page"]), max_size=8)
+
+
+def test_no_body_is_answered_with_a_server_error(tmp_path):
+    spool = Spool(tmp_path / "fuzz.sqlite3")
+    relay = types.SimpleNamespace(config=make_config(), spool=spool, metrics=Metrics())
+    client = create_app(relay).test_client()
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(path=st.sampled_from(["/v1/track", "/v1/identify", "/v1/batch", "/v1/b"]),
+           message=_MESSAGES | _VALUES, batch=st.lists(_MESSAGES | _VALUES, max_size=5),
+           ascii_only=st.booleans())
+    def check(path, message, batch, ascii_only):
+        body = {"batch": batch, "context": message} if path in ("/v1/batch", "/v1/b") else message
+        data = json.dumps(body, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+        response = post(client, path, data)
+        status, payload = answer(response)
+        if status == 200:
+            assert payload == SUCCESS
+        else:
+            assert status == 400 and set(payload) == {"success", "error"} and payload["success"] is False, \
+                (status, payload)
+            assert "\n" not in payload["error"] and payload["error"], payload
+
+    try:
+        check()
+    finally:
+        spool.close()
 
 
 # --- what the mapping and the spool decide ----------------------------------------------------------------

@@ -436,8 +436,12 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 _CAREFUL_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float,
                                     parse_int=_double_int)
 # What could hold a value the fast decoder would let through: a surrogate escape (it may be lone), a
-# large exponent, a long run of digits. Rare in real traffic; when seen, the careful decoder reads it.
-_SUSPECT = re.compile(r"\\u[dD][89abcdefABCDEF]|[eE]\+?0*[1-9][0-9]{2}|(?<![0-9])[0-9]{300}")
+# number with an exponent of 100 or more (standing alone, so that hex in ids such as "3e512" does not
+# count), a run of 200 digits. A number beyond a double needs one of the last two (its integer digits
+# plus its exponent exceed 308). Rare in real traffic; when seen, the careful decoder reads the body.
+_DOUBTFUL = re.compile(r"\\u[dD][89abcdefABCDEF]"
+                       r"|(?<![^\s:,\[])-?[0-9][0-9.]*[eE]\+?0*[1-9][0-9]{2,}(?![^\s,\]}])"
+                       r"|(?<![0-9])[0-9]{200}")
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 # How much longer a message's compact JSON can be than its text in the request: a number can grow
 # (`1e15` → `1000000000000000.0`); nothing else does. Below this, no message needs measuring.
@@ -454,7 +458,7 @@ def _parse_json(data: bytes) -> Any:
         text = text[1:]
     if not text.strip():
         raise Refused(400, BAD_JSON, "the body is empty: expected a JSON object")
-    careful = _SUSPECT.search(text) is not None
+    careful = _DOUBTFUL.search(text) is not None
     try:
         value = (_CAREFUL_DECODER if careful else _DECODER).decode(text)
         if careful:
