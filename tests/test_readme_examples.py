@@ -12,6 +12,9 @@ Each example is a fenced block after an `<!-- example: NAME -->` marker. Command
   esbuild against the pinned package in tests/analytics_next (as the user's bundler would). Only the load options change: `{ writeKey: 'YOUR_WRITE_KEY' }` becomes a load that needs no network
   (cdnSettings given, metrics and the Segment.io destination off). The page example is a <head> fragment, so
   it is put inside a minimal document.
+- relay: the serve command gets `--port 0` and `--drip-api` of the Drip API emulator, and the token the
+  emulator accepts instead of `your-drip-api-token`; the Python example sends to that relay's URL instead of
+  http://127.0.0.1:8088; the relay is stopped with Ctrl+C (SIGINT).
 - Flask: app.py and templates/index.html are written to a temporary folder and app.py is imported from there
   (Flask finds the template next to it); the test adds only the emulator's blueprint (its collector) to the
   app and serves it with werkzeug on 127.0.0.1.
@@ -44,6 +47,7 @@ from driptag import Settings, build_manifest, render
 from driptag.emulators import trackjs as emulator
 from conftest import TEST_CAMPAIGN, DripPage
 from pages import page_html
+from relay_support import TOKEN, drip_api, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -53,11 +57,11 @@ ESBUILD = NPM_DIR / "node_modules" / ".bin" / "esbuild"
 NPM_MISSING = "run make test (it installs the npm pieces of the tests and builds the Analytics.js 2.0 bundle with npm)"
 ACCOUNT = "83702741"
 README_EXAMPLES = ("standalone-build", "standalone-page", "build-commands", "python-api", "flask-app",
-                   "flask-template", "demo-commands")
+                   "flask-template", "relay-serve", "relay-python", "demo-commands")
 DOC_EXAMPLES = ("analytics-next-app", "analytics-next-page")
 # The README's sections, in order (the settings one is matched by the word "Settings" in its heading).
 README_SECTIONS = ["# driptag", "## Quick start", "Settings", "## Outputs and CSP", "## From Python and Flask",
-                   "## The QA demo", "## Development", "## More"]
+                   "## Cloud mode: the relay", "## The QA demo", "## Development", "## More"]
 # What a reader of the documents cannot follow: the source folder `builder` where the import name `driptag`
 # belongs, or a citation of the spec (its name, a section sign) or of an issue. Spelt with a character class and an escape so that a grep of the repository
 # for such citations does not find this line itself.
@@ -389,3 +393,34 @@ def test_flask_example_with_a_fresh_csp_nonce_per_request(readme_flask_app, serv
     assert nonces[0] != nonces[1], "the nonce must be fresh per request"
     assert drip.page_errors == [] and drip.warnings() == []
     assert_offline(drip)
+
+
+def test_relay_example_delivers_the_python_calls_to_drip(examples, workdir):
+    export, serve = commands(examples["relay-serve"])
+    assert export == "export DRIP_API_TOKEN=your-drip-api-token", export
+    assert shlex.split(serve)[:5] == ["python", "-m", "driptag", "relay", "serve"], serve
+    with drip_api() as drip:
+        line = f"{export.replace('your-drip-api-token', TOKEN)}; exec {serve} --port 0 --drip-api {drip.url}"
+        process = subprocess.Popen(["bash", "-c", line], cwd=workdir, env=venv_env(), stderr=subprocess.PIPE,
+                                   text=True)
+        try:
+            said = []
+            for said_line in process.stderr:
+                said.append(said_line)
+                found = re.search(r"on (http://127\.0\.0\.1:\d+)", said_line)
+                if found:
+                    break
+            assert found, f"the relay never said where it listens: {said}"
+            code = examples["relay-python"].replace("http://127.0.0.1:8088", found.group(1))
+            result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+            wait_for(lambda: drip.records("events") and drip.records("campaign_subscriptions"),
+                     "the README's calls reached Drip")
+            assert drip.records("subscribers") == [{"email": "ann@example.com", "user_id": "u1", "first_name": "Ann",
+                                                    "custom_fields": {"id": "u1"}}]
+            assert [(e["action"], e["properties"]) for e in drip.records("events")] == \
+                [("Order Completed", {"value": 1999})]
+        finally:
+            process.send_signal(signal.SIGINT)
+            status = process.wait(timeout=15)
+        assert status == 0, f"the relay exited with {status} after Ctrl+C"
