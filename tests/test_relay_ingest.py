@@ -477,11 +477,11 @@ def test_too_much_waiting_is_429_with_retry_after_and_nothing_is_stored(client, 
     assert answer(post(client, "/v1/batch", {"batch": [track("a@example.com"), track("b@example.com")]})) == \
         (200, SUCCESS)
     response = post(client, "/v1/batch", {"batch": [track("c@example.com"), track("d@example.com")]})
-    assert answer(response) == refused("the relay has 2 messages waiting to be delivered; retry later", 429)
+    assert answer(response) == refused("the relay has 2 records waiting to be delivered; retry later", 429)
     assert response.headers["Retry-After"] == "5"
     assert answer(post(client, "/v1/track", track("c@example.com"))) == (200, SUCCESS)
     response = post(client, "/v1/track", track("d@example.com"))
-    assert answer(response) == refused("the relay has 3 messages waiting to be delivered; retry later", 429)
+    assert answer(response) == refused("the relay has 3 records waiting to be delivered; retry later", 429)
     assert response.headers["Retry-After"] == "5"
     assert [record["email"] for _, record in stored(relay)] == ["a@example.com", "b@example.com", "c@example.com"]
     assert sample(relay, "driptag_relay_rejected_total", reason="busy") == 2

@@ -115,7 +115,7 @@ def create_app(relay: Any) -> flask.Flask:
     ingest = Ingest(relay)
     blueprint = flask.Blueprint("ingest", __name__)
     blueprint.add_url_rule("/v1/<call>", "call", ingest.call, methods=["POST", "OPTIONS"])
-    # analytics-python's old bulk importer posted to `/v1/import/`: the slash changes nothing.
+    # Segment's bulk import tool posted to `/v1/import/`: a trailing slash changes nothing.
     blueprint.add_url_rule("/v1/<call>/", "call_slash", ingest.call, methods=["POST", "OPTIONS"])
     blueprint.add_url_rule("/health", "health", ingest.health, methods=["GET"])
     blueprint.add_url_rule("/metrics", "metrics", ingest.metrics_text, methods=["GET"])
@@ -311,7 +311,7 @@ _NO_SUCH_ENDPOINT = ("no such endpoint: POST to /v1/identify, /v1/track, /v1/pag
 
 
 def _busy(pending: int) -> Refused:
-    return Refused(429, BUSY, f"the relay has {pending} messages waiting to be delivered; retry later",
+    return Refused(429, BUSY, f"the relay has {pending} records waiting to be delivered; retry later",
                    {"Retry-After": str(BUSY_RETRY_AFTER), "X-RateLimit-Reset": str(BUSY_RETRY_AFTER)})
 
 
