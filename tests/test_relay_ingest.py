@@ -38,6 +38,11 @@ NAME1 = "83702741 (…1111)"
 SUCCESS = {"success": True}
 
 
+# The spool's clock in these tests: an event without a time of its own is dated when it was accepted.
+ACCEPTED_AT = 1_764_583_200.0
+ACCEPTED_AT_ISO = "2025-12-01T10:00:00.000Z"
+
+
 def make_config(max_pending: int = 1_000_000, sources: list[dict[str, Any]] | None = None):
     sources = sources or [{"writeKey": WK1, "account": "83702741", "apiToken": TOKEN},
                           {"writeKey": WK2, "account": "12345678", "apiToken": TOKEN}]
@@ -46,7 +51,7 @@ def make_config(max_pending: int = 1_000_000, sources: list[dict[str, Any]] | No
 
 @pytest.fixture
 def relay(tmp_path) -> Iterator[types.SimpleNamespace]:
-    spool = Spool(tmp_path / "relay.sqlite3")
+    spool = Spool(tmp_path / "relay.sqlite3", clock=lambda: ACCEPTED_AT)
     metrics = Metrics()
     metrics.watch(pending=lambda: spool.pending, dead_letters=lambda: 0, paused_accounts=lambda: 0)
     yield types.SimpleNamespace(config=make_config(), spool=spool, metrics=metrics)
@@ -73,7 +78,21 @@ def event(email: str, action: str = "Viewed") -> tuple[str, dict[str, Any]]:
 def stored(relay, write_key: str = WK1) -> list[tuple[str, dict[str, Any]]]:
     """What the spool holds for a source: (kind, Drip record) in acceptance order."""
     source = relay.config.source_for(write_key)
-    return [(pending.kind, pending.record) for pending in relay.spool.waiting(relay.spool.source_id(source))]
+    return [(pending.kind, _undated(pending.record)) for pending in relay.spool.waiting(relay.spool.source_id(source))]
+
+
+def _undated(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without the acceptance time the spool gives an event that has no time of its own."""
+    if record.get("occurred_at") == ACCEPTED_AT_ISO:
+        return {key: value for key, value in record.items() if key != "occurred_at"}
+    return record
+
+
+def test_an_event_without_a_time_is_dated_when_the_relay_accepted_it(relay, client):
+    assert answer(post(client, "/v1/track", track("ann@example.com"), basic(WK1))) == (200, SUCCESS)
+    source = relay.config.source_for(WK1)
+    (pending,) = relay.spool.waiting(relay.spool.source_id(source))
+    assert pending.record["occurred_at"] == ACCEPTED_AT_ISO
 
 
 def post(client, path: str, body: Any, headers: dict[str, str] | None = None, *,

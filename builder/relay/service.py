@@ -34,6 +34,7 @@ log = logging.getLogger("driptag.relay")
 DEFAULT_SPOOL = "driptag-relay.sqlite3"
 DEFAULT_DRIP_API = "https://api.getdrip.com"
 STOP_WITHIN = 10.0
+MAX_BODY_BYTES = 1024 * 1024  # the ingest refuses more than 500 KB anyway; waitress need not buffer a gigabyte
 RELOAD_EVERY = 2.0
 
 
@@ -90,7 +91,8 @@ class Relay:
     def start(self, host: str, port: int, *, threads: int = 8) -> tuple[str, int]:
         """Listen and start delivering; returns the address listened on (port 0: a free one)."""
         self._server = waitress.create_server(self.app, host=host, port=port, threads=threads, ident="driptag",
-                                              channel_timeout=30, cleanup_interval=10, clear_untrusted_proxy_headers=True)
+                                              channel_timeout=30, cleanup_interval=10, clear_untrusted_proxy_headers=True,
+                                              max_request_body_size=MAX_BODY_BYTES)
         address = self._server.effective_host, self._server.effective_port
         self.delivery.start()
         threading.Thread(target=self._server.run, name="http", daemon=True).start()

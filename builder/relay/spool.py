@@ -18,7 +18,9 @@ pause, last Drip error), ``stats`` (delivered per hour, skipped by reason), ``de
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -32,8 +34,10 @@ from .config import Source
 from .mapping import InvalidMessage, map_message
 
 T = TypeVar("T")
+log = logging.getLogger("driptag.relay")
 
 DEDUP_SECONDS = 24 * 3600
+WRITE_TIMEOUT = 60.0  # a commit that takes longer means the disk is in trouble: the caller answers 503
 _MAX_JOBS_PER_COMMIT = 256
 
 SCHEMA = """
@@ -161,7 +165,7 @@ class Spool:
             queue.SimpleQueue()
         self.pending = self._db.execute("SELECT count(*) FROM messages").fetchone()[0]
         self.on_stored: Callable[[int], None] = lambda source_id: None  # wakes that source's sender
-        self._source_ids: dict[str, int] = {}
+        self._source_ids: dict[tuple[str, str], int] = {}
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
         self._writer.start()
 
@@ -169,9 +173,14 @@ class Spool:
 
     def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
         """Run `job` in a write transaction and return its result once that transaction is committed."""
+        if not self._writer.is_alive():
+            raise SpoolError("the spool's writer has stopped")
         future: Future[T] = Future()
         self._jobs.put((job, future))
-        return future.result()
+        try:
+            return future.result(timeout=WRITE_TIMEOUT)
+        except TimeoutError:
+            raise SpoolError(f"the spool did not commit within {WRITE_TIMEOUT:g} s") from None
 
     def close(self) -> None:
         """Commit what waits, stop the writer and close the file."""
@@ -243,7 +252,7 @@ class Spool:
 
     def source_id(self, source: Source) -> int:
         """The spool's number for a source (by write key), created on first use."""
-        known = self._source_ids.get(source.write_key)
+        known = self._source_ids.get((source.write_key, source.account))
         if known is not None:
             return known
 
@@ -254,7 +263,7 @@ class Spool:
             return db.execute("SELECT id FROM sources WHERE write_key = ?", (source.write_key,)).fetchone()[0]
 
         number = self.run(job)
-        self._source_ids[source.write_key] = number
+        self._source_ids[(source.write_key, source.account)] = number
         return number
 
     # -- ingest ----------------------------------------------------------------------------------
@@ -272,6 +281,8 @@ class Spool:
                 messages: list[Mapping[str, Any]]) -> Accepted:
         now = self.clock()
         hour = int(now // 3600)
+        accepted_at = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
         result = Accepted()
 
         def recall(id_kind: str, ident: str) -> str | None:
@@ -295,6 +306,11 @@ class Spool:
                 result.invalid.append(str(error))
                 _count(db, source_id, "skipped:invalid", hour)
                 continue
+            except Exception:  # noqa: BLE001 - one message the mapping cannot handle must not block its batch
+                log.exception("a message could not be mapped; it is skipped as invalid")
+                result.invalid.append("the message could not be mapped")
+                _count(db, source_id, "skipped:invalid", hour)
+                continue
             if message_id is not None:
                 db.execute("INSERT OR REPLACE INTO seen (source_id, message_id, at) VALUES (?, ?, ?)",
                            (source_id, message_id, now))
@@ -307,17 +323,22 @@ class Spool:
                 continue
             upsert_seq = None
             for record in mapped.records:
+                fields = record.record
+                if record.kind == "event" and "occurred_at" not in fields:
+                    # Drip would date the event when it arrives, which may be much later under its rate
+                    # limits: the time the relay accepted it is closer to the truth.
+                    fields = {**fields, "occurred_at": accepted_at}
                 cursor = db.execute(
                     "INSERT INTO messages (source_id, person, kind, campaign_id, record, message_id, after_seq, "
                     "accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (source_id, record.email.lower(), record.kind, record.campaign_id,
-                     json.dumps(record.record, separators=(",", ":"), ensure_ascii=False), message_id,
+                     json.dumps(fields, separators=(",", ":"), ensure_ascii=False), message_id,
                      upsert_seq if record.kind == "campaign" else None, now))
                 if record.kind == "subscriber":
                     upsert_seq = cursor.lastrowid
                 result.records += 1
-                self.pending += 1
             result.stored += 1
+        self.pending += result.records  # only once the job has run through: a failed job adds nothing
         return result
 
     # -- delivery --------------------------------------------------------------------------------
