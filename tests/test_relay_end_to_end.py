@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -267,3 +268,18 @@ def test_a_bad_configuration_is_one_line_and_exit_2(tmp_path, content, line):
                             capture_output=True, text=True, timeout=20, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.startswith(f"driptag: {line}"), result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_a_busy_port_is_one_line_and_the_spool_is_free_again(tmp_path):
+    config = write_config(tmp_path / "relay.json", source())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = [sys.executable, "-m", "driptag", "relay", "serve", "--config", str(config), "--spool",
+                 str(tmp_path / "spool.sqlite3"), "--drip-api", "http://127.0.0.1:9"]
+        result = subprocess.run([*serve, "--port", str(port)], capture_output=True, text=True, timeout=20)
+    assert (result.returncode, result.stderr) == (1, f"driptag: cannot listen on 127.0.0.1:{port}: "
+                                                     "Address already in use\n")
+    relay = RelayProcess(config, tmp_path / "spool.sqlite3", "http://127.0.0.1:9").wait_serving()
+    assert relay.signal(signal.SIGTERM) == 0, "the failed start released the spool's lock"

@@ -52,9 +52,10 @@ def serve(config_path: Path, spool: Path, host: str, port: int, drip_api: str) -
         raise Failure(f"driptag: {error}") from None
     try:
         running.serve_until_signalled(host, port)
-    except OSError as error:
+    except OSError as error:  # the address is taken, or not this machine's
         running.stop()
-        raise Failure(f"driptag: cannot listen on {host}:{port}: {error.strerror or error}") from None
+        # Exit status 1, as the demo's busy port: the command was right, the machine said no.
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
 @relay.command()

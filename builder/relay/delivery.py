@@ -146,6 +146,8 @@ class Sender:
         self._wake.set()
 
     def join(self, timeout: float) -> bool:
+        if self._thread.ident is None:  # never started (the relay could not listen)
+            return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
