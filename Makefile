@@ -37,10 +37,16 @@ npm:
 	@command -v npm >/dev/null || { $(APT_GET) update && \
 	  DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y --no-install-recommends nodejs npm; }
 	@command -v npm >/dev/null || { echo "npm did not install: install Node.js with npm" >&2; exit 1; }
-	@if [ -f tests/analytics_next/package.json ]; then $(MAKE) --no-print-directory tests/analytics_next/dist/analytics-next.js; fi
+	@if [ -f tests/analytics_next/package.json ]; then $(MAKE) --no-print-directory \
+	  tests/analytics_next/node_modules/.package-lock.json tests/analytics_next/dist/analytics-next.js; fi
 
-tests/analytics_next/dist/analytics-next.js: tests/analytics_next/package-lock.json tests/analytics_next/entry.js
-	cd tests/analytics_next && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+# The test clients (Analytics.js 2.0 bundled for the browser, @segment/analytics-node run by node): a clean
+# install from the lock whenever the lock changed or node_modules is gone (npm writes .package-lock.json).
+tests/analytics_next/node_modules/.package-lock.json: tests/analytics_next/package-lock.json
+	cd tests/analytics_next && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.package-lock.json
+
+tests/analytics_next/dist/analytics-next.js: tests/analytics_next/node_modules/.package-lock.json tests/analytics_next/entry.js
+	cd tests/analytics_next && npm run --silent build
 
 clean:
 	rm -rf $(VENV) build *.egg-info tests/analytics_next/node_modules tests/analytics_next/dist artifacts
