@@ -578,7 +578,7 @@ def test_a_preflight_is_answered(client, path):
         "Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers",
         "Access-Control-Max-Age")} == {
         "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Content-Type, Authorization, Content-Encoding",
+        "Access-Control-Allow-Headers": "Content-Type, Authorization, Content-Encoding, X-Retry-Count",
         "Access-Control-Max-Age": "86400"}
 
 

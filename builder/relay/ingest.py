@@ -34,8 +34,9 @@ level deep: a key the message has wins with its whole value (the message's `cont
 the batch's, it is not merged with it); a message whose `context` is not an object keeps it.
 
 CORS: every answer under /v1/ carries `Access-Control-Allow-Origin: *` and exposes Retry-After; a
-preflight is answered 204. The per-message path is lean by design: one spool.accept (one commit
-shared with concurrent requests) per request, counters incremented once per request, no logging.
+preflight is answered 204, allowing the headers Analytics.js 2.0 sends (X-Retry-Count on its
+retries). The per-message path is lean by design: one spool.accept (one commit shared with
+concurrent requests) per request, counters incremented once per request, no logging.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ BUSY_RETRY_AFTER = 5  # seconds: the spool drains at Drip's pace; a client retri
 SPOOL_RETRY_AFTER = 30  # seconds: a full or read-only disk needs someone to act
 HEALTH_TIMEOUT = 5.0
 PREFLIGHT_MAX_AGE = 86400
+# What a browser may send cross-origin: Analytics.js 2.0 adds Basic credentials to every request and
+# X-Retry-Count to every retry; a header missing here blocks the request in the browser.
+_ALLOWED_HEADERS = "Content-Type, Authorization, Content-Encoding, X-Retry-Count"
 
 # Each path a client posts to → the call's type, or "batch".
 PATHS = {"identify": "identify", "i": "identify", "track": "track", "t": "track", "page": "page", "p": "page",
@@ -145,7 +149,7 @@ class Ingest:
         if flask.request.method == "OPTIONS":
             return flask.Response(status=204, headers={
                 "Access-Control-Allow-Methods": "POST, OPTIONS",
-                "Access-Control-Allow-Headers": "Content-Type, Authorization, Content-Encoding",
+                "Access-Control-Allow-Headers": _ALLOWED_HEADERS,
                 "Access-Control-Max-Age": str(PREFLIGHT_MAX_AGE)})
         try:
             self._ingest(kind)
