@@ -2,8 +2,10 @@
 
 `create_app(config)` is an application factory in the style of Flask's tutorial: a blueprint for the
 page and `/drip.js`, plus the emulator blueprint of `driptag.emulators.trackjs` (`/emulator/<account>.js` and
-the collector `/emulator/events`). Nothing lives at module level but constants: every piece of state
-is on the app.
+the collector `/emulator/events`), the Drip REST API emulator of `driptag.emulators.drip_api`
+(`/emulator/api`) and cloud mode's blueprint of `driptag.web.demo_cloud` (`/cloud/...`). Nothing lives at
+module level but constants: every piece of state is on the app. `run_demo` also runs the relay, beside
+the page, for cloud mode; an app without it says that cloud mode is off.
 
 Config keys (all optional):
 
@@ -16,9 +18,13 @@ Config keys (all optional):
   ``http://127.0.0.1:5000``. Without it, ``http://127.0.0.1:<port of the request>`` is used.
 - ``DRIP_EMULATOR_CAMPAIGNS`` and the other ``DRIP_EMULATOR_*`` keys of `driptag.emulators.trackjs`.
   ``DRIP_EMULATOR_CAMPAIGNS`` defaults to the demo's campaign, so the emulator knows it.
+- ``DEMO_API_TOKEN``: the made-up Drip API token the relay and the Drip API emulator share (default: a
+  new random one). ``DRIP_API_TOKENS`` is set from it; ``DRIP_API_CAMPAIGNS`` defaults to the demo's
+  campaign; the other ``DRIP_API_*`` keys of `driptag.emulators.drip_api` apply as they are.
 
-The forms of the page never reach the server: the page's script parses them and calls the loader.
-The server has no route that takes user input beyond the collector, which validates its own.
+The device-mode forms never reach the server: the page's script parses them and calls the loader.
+The cloud-mode forms do (a back end sends those calls): `driptag.web.demo_cloud` checks them and answers
+a mistake with the field it is about, never with a server error.
 """
 
 from __future__ import annotations
@@ -33,11 +39,13 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, current_app, render_template, request
 from werkzeug.serving import make_server
 
+from ..emulators import drip_api
 from ..emulators import trackjs as emulator
 from ..loader.render import build_manifest, render
 from ..resources import resource_dir
 from ..loader.settings import DEFAULT_SCRIPT_ORIGIN, Settings, SettingsError
 from ..version import __version__
+from . import demo_cloud
 
 __all__ = ["DEFAULT_ACCOUNT", "DEMO_CAMPAIGN_ID", "bp", "create_app", "run_demo"]
 
@@ -91,6 +99,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["DEBUG"] = False
     app.config["PROPAGATE_EXCEPTIONS"] = False
     app.debug = False
+    # JSON answers keep their keys in order: the page shows the Drip API requests with their fields as sent.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
 
     mode = app.config["DEMO_DRIP"]
     if mode not in MODES:
@@ -107,8 +117,24 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if state.campaign_id and "DRIP_EMULATOR_CAMPAIGNS" not in app.config:
         app.config["DRIP_EMULATOR_CAMPAIGNS"] = [state.campaign_id]
 
+    token = app.config.get("DEMO_API_TOKEN") or demo_cloud.new_api_token()
+    app.config["DRIP_API_TOKENS"] = {state.account: token}
+    if state.campaign_id and "DRIP_API_CAMPAIGNS" not in app.config:
+        app.config["DRIP_API_CAMPAIGNS"] = [state.campaign_id]
+    drip_api.api_config(app.config)  # a wrong DRIP_API_* setting is a ValueError now, not a 500 later
+    # With real Drip the relay stays off: the demo never sends anything to Drip's REST API.
+    off = None if mode == "emulator" else (
+        "Cloud mode is off with --drip real: the demo's relay delivers only to the Drip REST API emulator, "
+        "never to Drip. For real Drip, run `driptag relay serve` with your own API token.")
+    cloud = demo_cloud.CloudDemo(account=state.account, campaign_id=state.campaign_id, api_token=token,
+                                 write_key=app.config.get("DEMO_WRITE_KEY") or demo_cloud.DEMO_WRITE_KEY,
+                                 off_reason=off)
+    cloud.relay_config()  # the token and write key are checked now (ConfigError, a ValueError, naming them)
+
     app.register_blueprint(bp)
     app.register_blueprint(emulator.bp)
+    app.register_blueprint(drip_api.bp)
+    demo_cloud.init_app(app, cloud)
     app.after_request(_security_headers)
     return app
 
@@ -161,6 +187,7 @@ def _is_same_origin(settings: Settings) -> bool:
 @bp.get("/")
 def index() -> Response:
     state = _state()
+    cloud = demo_cloud.cloud_for(current_app)
     settings = page_settings()
     site_html = render(state.site_settings, "html")
     manifests = {
@@ -177,6 +204,7 @@ def index() -> Response:
         "collector": emulator.COLLECTOR_PATH if state.mode == "emulator" else None,
         "callbackTimeout": settings.callback_timeout_ms,
         "globalName": settings.global_name,
+        "cloud": cloud.page_config(),
     }
     body = render_template(
         "demo.html",
@@ -187,6 +215,7 @@ def index() -> Response:
         manifests=manifests,
         page_config=page_config,
         remote_emulator=remote_emulator,
+        cloud=cloud,
         version=__version__,
     )
     response = Response(body, mimetype="text/html")
@@ -241,11 +270,14 @@ def _security_headers(response: Response) -> Response:
 
 
 class _QuietPolling(logging.Filter):
-    """Drops werkzeug's access-log lines for the page's polling of the collector."""
+    """Drops werkzeug's access-log lines for the page's polling of the collector and of cloud mode's state."""
+
+    _POLLED = (f'"GET {emulator.COLLECTOR_PATH}?', '"GET /cloud/state?')
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
-            return f'"GET {emulator.COLLECTOR_PATH}?' not in record.getMessage()
+            message = record.getMessage()
+            return not any(polled in message for polled in self._POLLED)
         except Exception:  # noqa: BLE001 - a log filter must never break logging
             return True
 
@@ -276,7 +308,9 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def run_demo(*, account: str | int | None = None, campaign_id: str | int | None = None, host: str = "127.0.0.1",
              port: int = 5000, drip: str = "emulator") -> None:
-    """Serve the demo site until Ctrl+C: threaded, never with the debugger or the reloader."""
+    """Serve the demo site until Ctrl+C: threaded, never with the debugger or the reloader. With the emulator,
+    the relay runs beside it for cloud mode (on a spool in a temporary folder, removed at exit), delivering to
+    the Drip REST API emulator that this server serves."""
     if drip not in MODES:
         raise ValueError(f"drip must be one of {', '.join(MODES)}, not {drip!r:.60}")
     if drip == "emulator" and host not in _EMULATOR_HOSTS:
@@ -302,16 +336,25 @@ def run_demo(*, account: str | int | None = None, campaign_id: str | int | None 
     where = ("offline Drip emulator" if drip == "emulator" else f"real Drip ({DEFAULT_SCRIPT_ORIGIN})")
     campaign = state.campaign_id or "none"
     print(f"driptag demo {__version__}: account {state.account}, campaign {campaign}, {where}", flush=True)
-    print(f"  open {url}  (Ctrl+C to stop)", flush=True)
-    if drip == "emulator" and shown_host not in _LOCAL_HOSTS:
-        # The emulator's track.js comes over http, which the script_origin setting allows only from
-        # 127.0.0.1 or localhost.
-        print(f"  note: with the emulator, open the page as http://127.0.0.1:{bound_port}/ on this machine",
-              flush=True)
     try:
-        server.serve_forever()  # werkzeug's returns on Ctrl+C
-    except KeyboardInterrupt:
-        pass
+        # The relay reaches the Drip REST API emulator on this server over loopback, whatever --host is.
+        with demo_cloud.running_relay(app, f"http://127.0.0.1:{bound_port}{drip_api.URL_PREFIX}") as relay:
+            print(f"  open {url}  (Ctrl+C to stop)", flush=True)
+            if drip == "emulator" and shown_host not in _LOCAL_HOSTS:
+                # The emulator's track.js comes over http, which the script_origin setting allows only from
+                # 127.0.0.1 or localhost.
+                print(f"  note: with the emulator, open the page as http://127.0.0.1:{bound_port}/ on this machine",
+                      flush=True)
+            cloud = demo_cloud.cloud_for(app)
+            if relay is not None:
+                print(f"  cloud mode: relay {cloud.relay_url} (write key {cloud.write_key}), delivering to the Drip "
+                      f"API emulator with the demo token {cloud.token_hint}", flush=True)
+            else:
+                print("  cloud mode: off with real Drip", flush=True)
+            try:
+                server.serve_forever()  # werkzeug's returns on Ctrl+C
+            except KeyboardInterrupt:
+                pass
     finally:
         server.server_close()
     print("driptag demo: stopped", file=sys.stderr, flush=True)
