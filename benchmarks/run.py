@@ -2,6 +2,7 @@
 
     make bench                       # = .venv/bin/python benchmarks/run.py
     .venv/bin/python benchmarks/run.py --loads 60 --json /tmp/bench.json
+    .venv/bin/python benchmarks/run.py --relay-only [--quick]   # the relay's rows alone (--quick: tiny counts)
 
 Prints one table and writes the same figures to benchmarks/results/latest.json (git-ignored). It reports;
 it never fails because the machine is slow: the exit status is 0 whether or not a target is met (1 only
@@ -47,6 +48,9 @@ What is measured (all offline: pages come from 127.0.0.1, every other host fails
   chunk is reported too (on a busy machine the medians include other processes' time). With the campaign setting every identify pushes two
   commands (identify, subscribe). document.cookie, localStorage, sessionStorage and Storage methods are
   instrumented: every access during the calls is counted (and the counter is checked to count).
+- the relay (cloud mode): its rows come from benchmarks/relay.py, whose docstring says what they measure
+  (ingest through /v1/batch and /v1/track, the drain of a backlog to the Drip API emulator, a spool with
+  1,000,000 pending), each next to the limit it is measured against, taken in the same run.
 - builder: cached render(settings, "html", nonce=...) calls per second, a new nonce each call (nonces made
   outside the timed loop), over RENDER_SECONDS in windows of about 0.25 s; and `driptag build --batch` for a generated
   10,000-row CSV, run as a subprocess (wall time, including interpreter start-up and the one-time minify).
@@ -76,6 +80,8 @@ RESULTS = HERE / "results" / "latest.json"
 # The tests' page helpers (tests/pages.py): the benchmark loads the same pages, in the same offline Chromium.
 sys.path.insert(0, str(HERE.parent / "tests"))
 from pages import CHROMIUM, OFFLINE, PageServer, drips_snippet, page_html  # noqa: E402
+
+import relay  # noqa: E402  (benchmarks/relay.py, beside this file)
 
 BROWSER_ARGS = [OFFLINE, "--disable-background-networking", "--js-flags=--no-compilation-cache"]
 
@@ -443,7 +449,7 @@ def batch_files_per_second() -> dict[str, Any]:
 # Machine, table, JSON
 
 
-def machine(chromium_version: str) -> dict[str, Any]:
+def machine(chromium_version: str | None) -> dict[str, Any]:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -532,7 +538,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 
 def format_table(rows: list[tuple[str, ...]]) -> str:
-    header = ("what", "driptag", "Drip's snippet", "target", "met?")
+    header = ("what", "driptag", "Drip's snippet, or the limit", "target", "met?")
     everything = [header, *rows]
     widths = [max(len(row[i]) for row in everything) for i in range(len(header))]
     lines = []
@@ -547,33 +553,54 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--loads", type=int, default=40, help="page loads of each snippet (default 40, at least 30)")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS})")
+    parser.add_argument("--relay-only", action="store_true", help="only the relay's rows (no Chromium needed)")
+    parser.add_argument("--quick", action="store_true",
+                        help="the relay's rows with tiny counts: a smoke test, not a measurement")
     args = parser.parse_args(argv)
     if args.loads < 30:
         parser.error("--loads: at least 30 page loads each")
-    if not os.access(CHROMIUM, os.X_OK):
+    if not args.relay_only and not os.access(CHROMIUM, os.X_OK):
         print(f"benchmark: Chromium is missing: {CHROMIUM} (make bench installs it)", file=sys.stderr)
         return 1
 
     from driptag import Settings
 
     settings = Settings(account=ACCOUNT, campaign_id=CAMPAIGN)
+    plan = relay.QUICK if args.quick else relay.FULL
     started = time.perf_counter()
-    print(f"driptag benchmark: {args.loads} page loads each, {CALLS:,} calls × {REPS}, {BATCH_ROWS:,}-row batch…",
-          file=sys.stderr)
+    what = [] if args.relay_only else [f"{args.loads} page loads each, {CALLS:,} calls × {REPS}",
+                                       f"{BATCH_ROWS:,}-row batch"]
+    what.append(f"the relay ({plan.backlog:,}-message ingest and drain, {plan.pending:,} pending"
+                f"{', quick' if args.quick else ''})")
+    print(f"driptag benchmark: {', '.join(what)}…", file=sys.stderr)
     load_at_start = os.getloadavg()
-    results: dict[str, Any] = {"settings": {"account": ACCOUNT, "campaignId": CAMPAIGN}, "targets": TARGETS}
-    results["sizes"] = sizes(settings)
-    results["builder"] = renders_per_second(settings)
-    results["batch"] = batch_files_per_second()
-    results["browser"] = browser(settings, args.loads)
-    results["machine"] = {**machine(results["browser"]["chromium"]), "load_average_at_start": load_at_start}
-    rows = table_rows(results)
-    results["table"] = [dict(zip(("what", "driptag", "drip", "target", "met"), row)) for row in rows]
+    results: dict[str, Any] = {"settings": {"account": ACCOUNT, "campaignId": CAMPAIGN},
+                               "targets": {**({} if args.relay_only else TARGETS), **relay.TARGETS}}
+    rows = []
+    if not args.relay_only:
+        results["sizes"] = sizes(settings)
+        results["builder"] = renders_per_second(settings)
+        results["batch"] = batch_files_per_second()
+        results["browser"] = browser(settings, args.loads)
+        rows += table_rows(results)
+    try:
+        results["relay"] = relay.measure(plan)
+    except RuntimeError as error:
+        print(f"benchmark: the relay's rows could not be measured: {error}", file=sys.stderr)
+        return 1
+    rows += relay.table_rows(results["relay"])
+    chromium = None if args.relay_only else results["browser"]["chromium"]
+    results["machine"] = {**machine(chromium), "load_average_at_start": load_at_start,
+                          "disk": results["relay"]["disk"]}
+    results["table"] = [dict(zip(("what", "driptag", "next_to", "target", "met"), row)) for row in rows]
     results["seconds"] = time.perf_counter() - started
 
     info = results["machine"]
+    disk = info["disk"]
     print(format_table(rows))
-    print(f"\nmachine: {info['nproc']} CPUs ({info['cpu']}), Chromium {info['chromium']}, Python {info['python']}, "
+    print(f"\nmachine: {info['nproc']} CPUs ({info['cpu']}), "
+          + (f"Chromium {info['chromium']}, " if info["chromium"] else "")
+          + f"Python {info['python']}, disk {disk['device']} ({disk['filesystem']}, {disk['reported_as']}), "
           f"load average (1 min) {info['load_average_at_start'][0]:.2f} at start, "
           f"{info['load_average_at_end'][0]:.2f} at end; driptag {info['driptag_version']} "
           f"({info['source_revision']}); {results['seconds']:.0f} s")
