@@ -200,6 +200,13 @@ class CloudDemo:
             return mapped.skipped, ()
         return None, tuple(_expected(source.account, record) for record in mapped.records)
 
+    @property
+    def sent(self) -> int:
+        """How many calls were sent so far: the number of the last one (numbers go on after a clear, so a page
+        that still shows older calls never mistakes a new one for one of them)."""
+        with self._lock:
+            return self._seq
+
     def clear_calls(self) -> None:
         with self._lock:
             self._calls.clear()
@@ -356,7 +363,8 @@ def _link_requests(calls: list[_Call], api_requests: list[dict[str, Any]],
     return links
 
 
-def _call_view(call: _Call, records: dict[str, Any], links: dict[tuple[int, int], list[dict[str, Any]]]) -> dict[str, Any]:
+def _call_view(call: _Call, records: dict[str, Any],
+               links: dict[tuple[int, int], list[dict[str, Any]]]) -> dict[str, Any]:
     now = records["now"]
     shown = []
     for index, expected in enumerate(call.records):

@@ -134,7 +134,8 @@
         try {
           value = JSON.parse(text);
         } catch (e) {
-          errors[name] = "Invalid JSON in " + name + ": " + String(e && e.message || "not JSON").replace(/^JSON\.parse: /, "");
+          errors[name] = "Invalid JSON in " + name + ": " +
+            String(e && e.message || "not JSON").replace(/^JSON\.parse: /, "");
           continue;
         }
         if (value === null || typeof value !== "object" || Array.isArray(value)) {
@@ -161,7 +162,8 @@
             if (result.status === 400 && result.body && result.body.errors) {
               showErrors(form, result.body.errors);
             } else if (result.status >= 300) {
-              showErrors(form, { "": (result.body && result.body.error) || "the demo server answered " + result.status });
+              showErrors(form, { "": (result.body && result.body.error) ||
+                "the demo server answered " + result.status });
             } else if (done) {
               done(result.body);
             }
@@ -224,7 +226,9 @@
       skipped: "skipped",
       refused: "refused by the relay"
     };
-    var STATE_CLASS = { pending: "pending", delivered: "success", dead: "failure", skipped: "none", refused: "failure" };
+    var STATE_CLASS = {
+      pending: "pending", delivered: "success", dead: "failure", skipped: "none", refused: "failure"
+    };
 
     function badge(state) {
       return el("span", "answer answer-" + (STATE_CLASS[state] || "none"), STATE_TEXT[state] || state);
@@ -395,8 +399,8 @@
           showFaults(state.faults || []);
         })
         .catch(function (error) {
-          $("cloud-error").textContent = "Cannot read the relay's state: " + (error && error.message || "network error") +
-            ". Is the demo server still running?";
+          $("cloud-error").textContent = "Cannot read the relay's state: " +
+            (error && error.message || "network error") + ". Is the demo server still running?";
         })
         .then(function () { polling = false; });
     }
