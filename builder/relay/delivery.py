@@ -66,9 +66,11 @@ class Request:
 
 @dataclasses.dataclass(frozen=True)
 class Wait:
-    """Nothing to send before `until`."""
+    """Nothing to send before `until`. `budget`: what waits is a budget (or Drip's pause), which records
+    accepted in the meantime cannot open."""
 
     until: float
+    budget: bool = False
 
 
 def request_for(account: str, records: list[Pending], batch: bool) -> Request:
@@ -128,6 +130,7 @@ class Sender:
         self.source_id = spool.source_id(source)
         self.failures = 0
         self.backoff_until = 0.0
+        self._budget_until = 0.0  # waiting for the budget until then: accepted records need not wake it
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"sender-{source.account}", daemon=True)
@@ -140,6 +143,13 @@ class Sender:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def stored(self) -> None:
+        """Records were accepted: look at once, unless the sender is waiting for its budget. New records
+        cannot open a budget, and a relay under a burst waits for its budget most of the hour: reading
+        the backlog again for every request it accepts would take the ingest's time for nothing."""
+        if self.clock() >= self._budget_until:
+            self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -154,6 +164,7 @@ class Sender:
     def update(self, source: Source) -> None:
         """A reloaded configuration: a new token ends a credentials pause."""
         self.source = source
+        self._budget_until = 0.0  # its budgets may have changed
         self._resume_if_token_changed()
         self.wake()
 
@@ -180,19 +191,27 @@ class Sender:
     def step(self) -> float | None:
         """Send one request if one may go now. Returns None to look again at once, else when to."""
         now = self.clock()
+        self._budget_until = 0.0
         paused, _ = self.spool.source_state(self.source_id)
         if paused:
             return now + IDLE_WAKE
         if self.backoff_until > now:
             return self.backoff_until
-        waiting = self.spool.waiting(self.source_id)
+        # A backlog's first BATCH_SIZE records usually make the whole batch; only when a person's earlier
+        # record or another kind held some back is it worth reading (and decoding) further.
+        waiting = self.spool.waiting(self.source_id, BATCH_SIZE)
         if not waiting:
             return now + IDLE_WAKE
         records = next_records(waiting, now)
+        if len(records) < BATCH_SIZE and len(waiting) == BATCH_SIZE:
+            waiting = self.spool.waiting(self.source_id)
+            records = next_records(waiting, now)
         if not records:
             return min(r.not_before for r in waiting if r.not_before > now)
         choice = self._choose(records, now)
         if isinstance(choice, Wait):
+            if choice.budget:
+                self._budget_until = choice.until
             return choice.until
         self._send(choice)
         return None
@@ -201,7 +220,7 @@ class Sender:
         account = self.source.account
         single_open, single_at = self._budget("single", now)
         if records[0].kind == "campaign" or records[0].single_only:
-            return request_for(account, records, batch=False) if single_open else Wait(single_at)
+            return request_for(account, records, batch=False) if single_open else Wait(single_at, budget=True)
         batch_open, batch_at = self._budget("batch", now)
         count = len(records)
         if count >= BATCH_SIZE and batch_open:
@@ -215,7 +234,7 @@ class Sender:
             return Wait(ready_at)
         if single_open:
             return request_for(account, records, batch=False)
-        return Wait(min(single_at, batch_at))
+        return Wait(min(single_at, batch_at), budget=True)
 
     def _budget(self, endpoint_class: str, now: float) -> tuple[bool, float]:
         """Whether a request of this class may go now, and if not, from when it may."""
@@ -348,7 +367,7 @@ class Delivery:
     def _stored(self, source_id: int) -> None:
         sender = self._by_id.get(source_id)
         if sender is not None:
-            sender.wake()
+            sender.stored()
 
     def _housekeeping(self) -> None:
         while not self._stopping.wait(60.0):

@@ -357,8 +357,11 @@ class Spool:
 
         def job(db: sqlite3.Connection) -> None:
             db.executemany("DELETE FROM messages WHERE seq = ?", [(r.seq,) for r in records])
+            kinds: dict[tuple[int, str], int] = {}
             for record in records:
-                _count(db, record.source_id, f"delivered:{record.kind}", int(now // 3600))
+                kinds[record.source_id, record.kind] = kinds.get((record.source_id, record.kind), 0) + 1
+            for (source_id, kind), count in kinds.items():  # one statement per kind, not per record
+                _count(db, source_id, f"delivered:{kind}", int(now // 3600), count)
             self.pending -= len(records)
 
         self.run(job)
