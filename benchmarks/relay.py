@@ -71,7 +71,6 @@ HERE = Path(__file__).resolve()
 
 ACCOUNT = "83702741"
 TOKEN = "bench0token0for0the0relay0abcd"
-WRONG_TOKEN = "bench0token0the0emulator0refuses"
 WRITE_KEY = "bench-write-key"
 PEOPLE = 10_000
 BATCH_SIZE = 100  # messages per /v1/batch request
@@ -79,6 +78,7 @@ BATCH_SENDERS = 4
 TRACK_SENDERS = 8
 DRIP_BATCH = 1000  # Drip's most records in one batch request
 LIFTED = {"single": 3600, "batch": 50, "windowSeconds": 1}
+SPENT = {"single": 1, "batch": 1, "windowSeconds": 3600}  # a budget the priming calls use up for the hour
 
 TARGETS = {
     "batch_messages_per_second": 10_000,
@@ -430,23 +430,41 @@ class Relay:
         self.config = folder / f"{name}.json"
         self.spool = folder / f"{name}.sqlite3"
         self.max_pending = max_pending
-        self.write_config(WRONG_TOKEN)  # delivery held until the right token arrives (see the docstring)
+        self.write_config(SPENT)
         self.process = Process(python("-m", "driptag", "relay", "serve", "--config", str(self.config),
                                       "--spool", str(self.spool), "--port", "0", "--drip-api", drip_url),
                                f"the relay ({name})")
         self.url = self.process.url()
         self.pid = self.process.proc.pid
+        self.spend_budget()
 
-    def write_config(self, token: str) -> None:
-        data = {"sources": [{"writeKey": WRITE_KEY, "account": ACCOUNT, "apiToken": token, "rateLimits": LIFTED}],
+    def write_config(self, limits: dict[str, float]) -> None:
+        data = {"sources": [{"writeKey": WRITE_KEY, "account": ACCOUNT, "apiToken": TOKEN, "rateLimits": limits}],
                 "maxPending": self.max_pending}
         temporary = self.config.with_suffix(".tmp")
         temporary.write_text(json.dumps(data), encoding="utf-8")
         os.replace(temporary, self.config)
 
+    def post(self, path: str, body: str) -> None:
+        status = http_request(self.url + path, "POST", body.encode(), {"Authorization": basic(WRITE_KEY),
+                                                                       "Content-Type": "application/json"})
+        if status != 200:
+            raise RuntimeError(f"the relay answered {status} to {path}")
+
+    def spend_budget(self) -> None:
+        """Use up the hour's budget of one single and one batch request: a lone call goes alone, then
+        BATCH_AT calls go as a batch (after the sender's linger). From then on the sender waits for its
+        budget, as a relay under a burst at Drip's limits does, and delivers nothing more."""
+        from driptag.relay.delivery import BATCH_AT
+
+        self.post("/v1/track", message("prime", 0))
+        wait_until(lambda: self.pending() == 0, "the priming call delivered", timeout=30)
+        self.post("/v1/batch", '{"batch":[' + ",".join(message("prime", n) for n in range(1, BATCH_AT + 1)) + "]}")
+        wait_until(lambda: self.pending() == 0, "the priming batch delivered", timeout=30)
+
     def deliver(self) -> None:
-        """The right token, and SIGHUP: the relay reloads and its sender resumes."""
-        self.write_config(TOKEN)
+        """Lifted quotas, and SIGHUP: the relay reloads and its sender starts on the backlog."""
+        self.write_config(LIFTED)
         self.process.proc.send_signal(signal.SIGHUP)
 
     def pending(self) -> int:
