@@ -95,9 +95,19 @@ class Relay:
                                               max_request_body_size=MAX_BODY_BYTES)
         address = self._server.effective_host, self._server.effective_port
         self.delivery.start()
-        threading.Thread(target=self._server.run, name="http", daemon=True).start()
+        threading.Thread(target=self._serve_http, name="http", daemon=True).start()
         threading.Thread(target=self._watch_config, name="config-watch", daemon=True).start()
         return address
+
+    def _serve_http(self) -> None:
+        """The HTTP server's loop, until stop() closes the server. stop() closes its sockets from another
+        thread; the loop may be about to select() on them and get EBADF. Once stopping, that is the end of
+        serving, not an error worth a traceback in the log."""
+        try:
+            self._server.run()
+        except (OSError, ValueError):
+            if not self._stop.is_set():
+                raise
 
     def serve_until_signalled(self, host: str, port: int) -> None:
         """`relay serve`: run until SIGTERM or SIGINT, then stop cleanly."""
