@@ -56,6 +56,7 @@ import flask
 from werkzeug.exceptions import HTTPException
 
 from .config import RelayConfig, Source
+from .mapping import InvalidMessage, check_message
 from .spool import Accepted, SpoolError
 
 log = logging.getLogger("driptag.relay")
@@ -194,6 +195,10 @@ class Ingest:
                 body["type"] = kind
             if measure and _size(body) > MAX_MESSAGE_BYTES:
                 raise Refused(400, MESSAGE_TOO_LARGE, f"the message is over {MAX_MESSAGE_BYTES // _KB} KB")
+            try:
+                check_message(body)  # before the spool: a refused call must not count as skipped there
+            except InvalidMessage as error:
+                raise Refused(400, INVALID_MESSAGE, str(error)) from None
             messages, too_large = [body], 0
         if spool.pending + len(messages) > config.max_pending:
             raise _busy(spool.pending)

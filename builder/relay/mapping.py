@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 __all__ = [
-    "DripRecord", "Mapped", "InvalidMessage", "map_message", "drip_requests", "format_key",
+    "DripRecord", "Mapped", "InvalidMessage", "check_message", "map_message", "drip_requests", "format_key",
     "NO_EMAIL", "INTEGRATIONS", "NOT_FORWARDED", "KEY_STYLES",
 ]
 
@@ -75,17 +75,9 @@ def map_message(message: Mapping[str, Any], *, key_style: str = "segment", campa
     """
     if key_style not in KEY_STYLES:
         raise ValueError(f"key_style must be 'segment' or 'snake', not {_show(key_style)}")
-    if not isinstance(message, Mapping):
-        raise InvalidMessage(f"a message must be a JSON object, not {_kind_of(message)}")
+    check_message(message)
     kind = message.get("type")
-    if kind is None:
-        raise InvalidMessage("the message has no type")
-    if kind not in FORWARDED + NOT_FORWARDED_TYPES:
-        raise InvalidMessage(f"unknown message type {_show(kind)}: expected identify, track, page, screen, "
-                             "group or alias")
     event = message.get("event")
-    if kind == "track" and not (isinstance(event, str) and event):
-        raise InvalidMessage("track: event must be a non-empty string")
     if kind in NOT_FORWARDED_TYPES:
         return Mapped(skipped=NOT_FORWARDED)
 
@@ -126,6 +118,23 @@ def map_message(message: Mapping[str, Any], *, key_style: str = "segment", campa
             fields["double_optin"] = drip["doubleOptin"]
         records.append(DripRecord("campaign", email, fields, campaign))
     return Mapped(records=tuple(records), remember=remember)
+
+
+def check_message(message: Any) -> None:
+    """Raise InvalidMessage unless `message` is a Segment call: an object with a known type, and for a
+    track an event name. The ingest asks this of a single call before storing anything, so a call it
+    refuses leaves no trace in the spool (not even a count of skipped messages)."""
+    if not isinstance(message, Mapping):
+        raise InvalidMessage(f"a message must be a JSON object, not {_kind_of(message)}")
+    kind = message.get("type")
+    if kind is None:
+        raise InvalidMessage("the message has no type")
+    if kind not in FORWARDED + NOT_FORWARDED_TYPES:
+        raise InvalidMessage(f"unknown message type {_show(kind)}: expected identify, track, page, screen, "
+                             "group or alias")
+    event = message.get("event")
+    if kind == "track" and not (isinstance(event, str) and event):
+        raise InvalidMessage("track: event must be a non-empty string")
 
 
 def drip_requests(account: str, records: Iterable[DripRecord]) -> list[dict[str, Any]]:
