@@ -40,7 +40,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -67,14 +67,18 @@ def message(n: int, person: int, kind: str) -> dict[str, Any]:
             "timestamp": "2026-12-01T12:00:00Z", "properties": {"email": email, "n": n}}
 
 
-def rounds(people: int, first: int, last: int, kind_of_round: Any) -> list[dict[str, Any]]:
+def rounds(people: int, first: int, last: int, kind_of_round: Callable[[int], str]) -> list[dict[str, Any]]:
     """Rounds `first`..`last - 1`: in each, one message per person; message n = round * people + person."""
     return [message(k * people + p, p, kind_of_round(k)) for k in range(first, last) for p in range(people)]
 
 
-def number(entry: dict[str, Any]) -> int:
-    """The message number carried by a record Drip accepted."""
-    record = entry["record"]
+def tracks(first: int, count: int) -> list[dict[str, Any]]:
+    """Events numbered `first`.. for as many people, one each."""
+    return [message(first + p, p, "track") for p in range(count)]
+
+
+def number(record: dict[str, Any]) -> int:
+    """The message number a Drip record carries (an event's property, a subscriber's custom field)."""
     return record["properties"]["n"] if "properties" in record else int(record["custom_fields"]["n"])
 
 
@@ -82,7 +86,8 @@ def arrivals(drip: DripApi) -> list[tuple[str, int]]:
     """(person's e-mail, message number) of every record Drip accepted, in the order it accepted them."""
     received = drip.state.received()
     entries = received["subscribers"] + received["events"]
-    return [(entry["record"]["email"], number(entry)) for entry in sorted(entries, key=lambda entry: entry["n"])]
+    return [(entry["record"]["email"], number(entry["record"]))
+            for entry in sorted(entries, key=lambda entry: entry["n"])]
 
 
 def delivered(drip: DripApi) -> Counter[int]:
@@ -98,7 +103,7 @@ def numbers_in_request(request: dict[str, Any]) -> set[int]:
         records = batch.get("subscribers") or batch.get("events")
     else:
         records = body.get("subscribers") or body.get("events")
-    return {r["properties"]["n"] if "properties" in r else int(r["custom_fields"]["n"]) for r in records}
+    return {number(record) for record in records}
 
 
 def spool_numbers(spool: Path, table: str = "messages") -> set[int]:
@@ -126,9 +131,10 @@ def health(relay: RelayProcess) -> tuple[int, dict[str, Any]]:
 
 
 def wait_drained(relay: RelayProcess, drip: DripApi, records: int, timeout: float = 30.0) -> None:
-    """Wait until the relay's spool is empty and Drip accepted `records` records."""
-    wait_for(lambda: health(relay) == (200, {"ok": True, "pending": 0}) and len(arrivals(drip)) >= records,
-             f"the spool drained and Drip accepted {records} records (it has {len(arrivals(drip))})", timeout)
+    """Wait until Drip accepted `records` records and the relay's spool is empty (asked last: each /health
+    commits a write, and the full-disk test's spool has 2 MB for all of them)."""
+    wait_for(lambda: len(arrivals(drip)) >= records, f"Drip accepted {records} records", timeout)
+    wait_for(lambda: health(relay) == (200, {"ok": True, "pending": 0}), "the relay's spool is empty", timeout)
 
 
 def in_flight_at_kill(drip: DripApi, spool: Path, accepted: set[int]) -> set[int]:
@@ -244,7 +250,7 @@ def raw_request(url: str, body: bytes, send: int) -> socket.socket:
 
 @pytest.mark.parametrize("moment", ["half the body sent", "the whole body sent", "the batch committed"])
 def test_kill_9_during_ingest_and_the_clients_retry_deliver_each_message_exactly_once(tmp_path, relays, moment):
-    batch = rounds(2000, 0, 1, lambda k: "track")
+    batch = tracks(0, 2000)
     numbers = set(range(2000))
     body = json.dumps({"batch": batch}).encode()
     spool = tmp_path / "spool.sqlite3"
@@ -464,9 +470,7 @@ def spool_refused(relay: RelayProcess, messages: list[dict[str, Any]], why: str)
 def test_a_full_disk_answers_503_and_stores_nothing_and_the_relay_recovers_when_space_is_back(
         tmp_path, relays, full_disk):
     spool = full_disk / "spool.sqlite3"
-    before, refused, after = (rounds(n, 0, 1, lambda k: "track") for n in (10, 2000, 10))
-    for n, item in enumerate(refused + after, start=10):  # distinct numbers and messageIds for each group
-        item["messageId"], item["properties"]["n"] = f"m{n}", n
+    before, refused, after = tracks(0, 10), tracks(10, 2000), tracks(2010, 10)
     with drip_api() as drip:
         relay = relays.start(drip, spool)
         accept(relay, before)
@@ -487,9 +491,7 @@ def test_a_full_disk_answers_503_and_stores_nothing_and_the_relay_recovers_when_
 def test_a_read_only_disk_answers_503_and_stores_nothing_and_a_restart_on_the_repaired_disk_takes_the_retry(
         tmp_path, relays, loop_disk):
     spool = loop_disk.mountpoint / "spool.sqlite3"
-    before, refused, after = (rounds(n, 0, 1, lambda k: "track") for n in (10, 2000, 10))
-    for n, item in enumerate(refused + after, start=10):
-        item["messageId"], item["properties"]["n"] = f"m{n}", n
+    before, refused, after = tracks(0, 10), tracks(10, 2000), tracks(2010, 10)
     with drip_api() as drip:
         relay = relays.start(drip, spool)
         accept(relay, before)
