@@ -386,3 +386,37 @@ def test_422_for_one_record_in_a_batch_of_1000_dead_letters_that_one_and_deliver
             "then each of the 1,000 alone"
         assert (outcome.accepted, outcome.delivered) == (1000, 999)
         traffic.close()
+
+
+def most_in_any_window(times: list[float], window: float) -> int:
+    """The largest number of `times` inside any half-open window (t - window, t]."""
+    times = sorted(times)
+    most, first = 0, 0
+    for last, at in enumerate(times):
+        while times[first] <= at - window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def test_a_backlog_of_5000_events_drains_within_quotas_scaled_down_on_both_sides(tmp_path):
+    single, batch, window = 20, 2, 5.0  # per account and window, the same for Drip and for the relay
+    limits = {"single": single, "batch": batch, "windowSeconds": window}
+    with drip_api(DRIP_API_SINGLE_PER_HOUR=single, DRIP_API_BATCH_PER_HOUR=batch,
+                  DRIP_API_WINDOW_SECONDS=window) as drip, \
+            relay_in_process(tmp_path, drip, source(rateLimits=limits)) as relay:
+        traffic = Traffic(relay.url, people=500, seed=7)
+        calls = [traffic.call(person) for _ in range(10) for person in range(500)]
+        traffic.post(calls[:2500])
+        traffic.post(calls[2500:])
+        drained(relay, timeout=60)
+        outcome = account(drip, relay, traffic)
+        requests = drip.api_requests()
+        assert [r["status"] for r in requests if r["status"] == 429] == [], "Drip's quota answered 429"
+        by_class: dict[str, list[float]] = {"single": [], "batch": []}
+        for r in requests:
+            by_class["batch" if r["path"].endswith("/batches") else "single"].append(r["time"])
+        most = {name: most_in_any_window(times, window) for name, times in by_class.items()}
+        assert most["single"] <= single and most["batch"] <= batch, \
+            f"requests in one {window:g}-second window: {most}; the budget is {single} single, {batch} batch"
+        assert (outcome.accepted, outcome.delivered, outcome.dead) == (5000, 5000, {})
