@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CHROMIUM := /usr/lib/chromium/chromium-headless-shell
 APT_GET := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: demo test bench chromium venv npm clean
+.PHONY: demo test bench bench-relay-load chromium venv npm clean
 
 demo: $(BIN)/driptag
 	$(BIN)/driptag demo
@@ -17,6 +17,10 @@ test: chromium $(BIN)/driptag npm
 
 bench: chromium $(BIN)/driptag npm
 	$(BIN)/python benchmarks/run.py
+
+# The relay's load test at full size: 100,000 messages while Drip fails now and then (make test sends 20,000).
+bench-relay-load: $(BIN)/driptag
+	DRIPTAG_LOAD_MESSAGES=100000 $(BIN)/pytest -q -s tests/test_relay_load.py
 
 chromium:
 	@test -x $(CHROMIUM) || { $(APT_GET) update && \
