@@ -18,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -368,21 +368,25 @@ def _iso_utc(value: Any) -> str | None:
     match = _ISO_8601.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         return None
-    part = match.groupdict()
-    offset = timedelta(0)
-    if part["sign"]:
-        hours, minutes = int(part["oh"]), int(part["om"] or 0)
+    year, month, day, hour, minute, second, fraction, _, sign, offset_hours, offset_minutes = match.groups()
+    offset = None
+    if sign:
+        hours, minutes = int(offset_hours), int(offset_minutes or 0)
         if hours > 23 or minutes > 59:
             return None
-        offset = (1 if part["sign"] == "+" else -1) * timedelta(hours=hours, minutes=minutes)
-    millis = int((part["f"] or "0")[:3].ljust(3, "0"))
+        offset = (1 if sign == "+" else -1) * timedelta(hours=hours, minutes=minutes)
+    millis = int((fraction or "0")[:3].ljust(3, "0"))
     try:
-        local = datetime(int(part["y"]), int(part["mo"]), int(part["d"]), int(part["h"] or 0),
-                         int(part["mi"] or 0), int(part["s"] or 0), millis * 1000, timezone(offset))
-        utc = local.astimezone(timezone.utc)
+        # Naive, read as UTC once the offset is taken off: the same instant as an aware datetime
+        # converted with astimezone, without its cost (this runs for every event the relay stores).
+        utc = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
+        if offset:
+            utc -= offset
     except (ValueError, OverflowError):
         return None
-    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+    # Integer fields rather than strftime-style formatting: a third of this function's time.
+    return (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+            f".{millis:03d}Z")
 
 
 # ---------------------------------------------------------------------------------------------------
