@@ -414,6 +414,7 @@ def test_422_for_one_record_in_a_batch_of_1000_dead_letters_that_one_and_deliver
         assert [r["path"].rsplit("/v2/83702741", 1)[1] for r in requests[1:]] == ["/events"] * 1000, \
             "then each of the 1,000 alone"
         assert (outcome.accepted, outcome.delivered) == (1000, 999)
+        assert drip_answers(relay) == expected_answers("422", "422"), "the batch's 422, then the bad record's own"
         traffic.close()
 
 
