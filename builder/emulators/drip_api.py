@@ -50,6 +50,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from .bodies import nesting, short_error
 
 __all__ = [
     "ApiConfig",
@@ -630,30 +631,10 @@ def _parse_json(data: bytes) -> Any:
     except RecursionError:
         raise bad(f"nesting deeper than {MAX_NESTING} levels") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise bad(_short(exc)) from None
-    if _nesting(value) > MAX_NESTING:
+        raise bad(short_error(exc)) from None
+    if nesting(value, MAX_NESTING) > MAX_NESTING:
         raise bad(f"nesting of {MAX_NESTING + 1} is too deep")
     return value
-
-
-def _nesting(value: Any) -> int:
-    """How deeply lists and dicts nest in ``value`` (without recursion; stops past the limit)."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (list, dict)):
-            deepest = max(deepest, depth)
-            if depth > MAX_NESTING:
-                break
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _basic_token() -> str | None:

@@ -32,6 +32,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ..loader.escaping import script_json
 from ..resources import resource_dir
+from .bodies import nesting, short_error
 
 __all__ = [
     "COLLECTOR_PATH",
@@ -224,8 +225,8 @@ def post_events():
     try:
         value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return _error(400, f"the body is not valid JSON: {_short(exc)}")
-    if _nesting(value) > MAX_NESTING:
+        return _error(400, f"the body is not valid JSON: {short_error(exc)}")
+    if nesting(value, MAX_NESTING) > MAX_NESTING:
         # Deeply nested values would later break the recursive copy and serialisation of GET.
         return _error(400, f"the body is nested more than {MAX_NESTING} levels deep")
     reports = value if isinstance(value, list) else [value]
@@ -255,21 +256,6 @@ def delete_events():
     return Response(status=204)
 
 
-def _nesting(value: Any) -> int:
-    """How deeply lists and dicts nest in ``value`` (without recursion)."""
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (list, dict)):
-            deepest = max(deepest, depth)
-            if depth > MAX_NESTING:
-                break
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
-    return deepest
-
-
 def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
@@ -280,8 +266,3 @@ def _json_type(value: Any) -> str:
     if value is None:
         return "null"
     return "number"
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
