@@ -100,6 +100,9 @@ def test_analytics_node_reports_the_relays_refusal_of_an_unknown_write_key(tmp_p
         assert lines[-1]["delivered"] == 0
         assert sorted(lines[-1]["errors"]) == ["identify: Error: [401] UNAUTHORIZED",
                                                "track: Error: [401] UNAUTHORIZED"]
+        # The library's own 'error' event, once per failed call, as an app listening to it would see it.
+        assert [line["emitted"] for line in lines if "emitted" in line] == [
+            "delivery_failure: Error: [401] UNAUTHORIZED"] * 2
         assert relay.spool.pending == 0 and drip.api_requests() == []
 
 

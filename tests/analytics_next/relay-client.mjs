@@ -8,8 +8,9 @@
 //   [["identify", {"userId": "u1", "traits": {"email": "ann@example.com"}}],
 //    ["track", {"userId": "u1", "event": "Signed Up", "properties": {"plan": "pro"}}]]
 //
-// Prints one JSON line per HTTP request the library made ({"request": {url, method, headers, body}}) and
-// per answer it got ({"response": {url, status}}), then {"delivered": n, "errors": [...]}. Exits 0 only
+// Prints one JSON line per HTTP request the library made ({"request": {url, method, headers, body}}), per
+// answer it got ({"response": {url, status}}) and per error it emitted ({"emitted": ...}), then
+// {"delivered": n, "errors": [...]} with the errors the calls' callbacks reported. Exits 0 only
 // when the library reported every call delivered, 1 when it reported a failure, 2 on bad arguments.
 import { Analytics } from '@segment/analytics-node'
 
@@ -45,8 +46,16 @@ const print = (line) => process.stdout.write(JSON.stringify(line) + '\n')
 analytics.on('http_request', ({ url, method, headers, body }) => print({ request: { url, method, headers, body } }))
 analytics.on('http_response', ({ url, status }) => print({ response: { url, status } }))
 
+// The library also emits 'error' once a failed call's dispatch settles, which may be before or after
+// closeAndFlush() resolves; it is printed as it comes ({"emitted": "code: reason"}) and counts as a failure,
+// while the summary's errors come from the calls' own callbacks, which always fire before the flush ends.
+let emitted = 0
+analytics.on('error', (error) => {
+  emitted += 1
+  print({ emitted: `${error.code}: ${error.reason}` })
+})
+
 const errors = []
-analytics.on('error', (error) => errors.push(`${error.code}: ${error.reason}`))
 let delivered = 0
 
 for (const [method, params] of calls) {
@@ -67,4 +76,4 @@ if (delivered !== calls.length && errors.length === 0) {
   errors.push(`${calls.length - delivered} of ${calls.length} calls were neither delivered nor failed`)
 }
 print({ delivered, errors })
-process.exitCode = errors.length ? 1 : 0
+process.exitCode = errors.length || emitted ? 1 : 0
