@@ -190,6 +190,7 @@ def test_401_pauses_until_the_configuration_has_a_new_token_and_nothing_is_lost(
             if relay.proc.poll() is None:
                 relay.kill()
         assert "wrong0token0of0twenty0x" not in relay.stderr and TOKEN not in relay.stderr
+        assert "HTTP Request:" not in relay.stderr, f"the log has a line per Drip request: {relay.stderr}"
 
 
 def test_sigterm_drains_and_exits_0_and_a_restart_continues(tmp_path):

@@ -46,6 +46,7 @@ def serve(config_path: Path, spool: Path, host: str, port: int, drip_api: str) -
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="driptag relay: %(message)s")
     logging.getLogger("waitress").setLevel(logging.WARNING)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" is normal under load
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Drip request; the relay logs failures
     try:
         running = Relay(config_path, spool, drip_api, config=config)
     except SpoolBusy as error:
