@@ -248,6 +248,10 @@ class Spool:
             self._reader.connection = connection
         return connection
 
+    def remembered_email(self, source_id: int, id_kind: str, ident: str) -> str | None:
+        """The e-mail the spool remembers for a source's userId or anonymousId, if one was ever seen."""
+        return _remembered_email(self.reader(), source_id, id_kind, ident)
+
     # -- sources ---------------------------------------------------------------------------------
 
     def source_id(self, source: Source) -> int:
@@ -286,9 +290,7 @@ class Spool:
         result = Accepted()
 
         def recall(id_kind: str, ident: str) -> str | None:
-            row = db.execute("SELECT email FROM people WHERE source_id = ? AND id_kind = ? AND ident = ?",
-                             (source_id, id_kind, ident)).fetchone()
-            return row[0] if row else None
+            return _remembered_email(db, source_id, id_kind, ident)
 
         for message in messages:
             message_id = message.get("messageId") if isinstance(message, Mapping) else None
@@ -453,6 +455,12 @@ class Spool:
             self.pending = db.execute("SELECT count(*) FROM messages").fetchone()[0]
 
         self.run(job)
+
+
+def _remembered_email(db: sqlite3.Connection, source_id: int, id_kind: str, ident: str) -> str | None:
+    row = db.execute("SELECT email FROM people WHERE source_id = ? AND id_kind = ? AND ident = ?",
+                     (source_id, id_kind, ident)).fetchone()
+    return row[0] if row else None
 
 
 def _count(db: sqlite3.Connection, source_id: int, name: str, hour: int, n: int = 1) -> None:

@@ -44,7 +44,6 @@ from ..emulators.drip_api import URL_PREFIX, drip_api_for
 from ..relay.config import mask, parse_config
 from ..relay.mapping import DripRecord, InvalidMessage, drip_requests, map_message
 from ..relay.service import Relay
-from ..relay.spool import connect
 from ..relay.status import dead_letters, spool_status
 from ..version import __version__
 
@@ -243,13 +242,7 @@ class _Recall:
         sender = self.relay.delivery.senders.get(self.write_key)
         if sender is None:
             return None
-        db = connect(self.relay.spool.path, readonly=True)
-        try:
-            row = db.execute("SELECT email FROM people WHERE source_id = ? AND id_kind = ? AND ident = ?",
-                             (sender.source_id, id_kind, ident)).fetchone()
-        finally:
-            db.close()
-        return row[0] if row else None
+        return self.relay.spool.remembered_email(sender.source_id, id_kind, ident)
 
 
 def _expected(account: str, record: DripRecord) -> _Expected:
