@@ -164,6 +164,38 @@ def test_budgets_are_never_exceeded_and_the_sender_says_when_they_free(world):
     assert world.spool.pending == 0
 
 
+def spend_both_budgets(world) -> float:
+    """5 single and 2 batch requests, then one more event: returns when the sender says a budget frees."""
+    world.spool.accept(world.source, [track(n, f"p{n}@example.com") for n in range(8)])
+    run_until_idle(world)
+    for n in range(2):
+        world.clock.now += delivery.LINGER
+        run_until_idle(world)
+        world.spool.accept(world.source, [track(100 + n)])
+    world.clock.now += delivery.LINGER
+    waiting_until = run_until_idle(world)[-1]
+    assert len(world.drip.requests) == 7 and world.spool.pending == 1, world.drip.requests
+    return waiting_until
+
+
+def test_accepted_records_do_not_wake_a_sender_waiting_for_its_budget_but_a_reload_does(world):
+    spend_both_budgets(world)
+    assert world.sender.stored() is False, "new records cannot open a budget: no need to read the backlog"
+    world.sender.update(dataclasses.replace(world.source, rate_limits=RateLimits(single=10, batch=2,
+                                                                                 window_seconds=60)))
+    assert world.sender.stored() is True, "a reloaded configuration may have raised the budget: look again"
+    run_until_idle(world)
+    assert len(world.drip.requests) == 8 and world.spool.pending == 0
+
+
+def test_accepted_records_wake_the_sender_again_once_its_budget_frees(world):
+    waiting_until = spend_both_budgets(world)
+    world.clock.now = waiting_until - 0.5
+    assert world.sender.stored() is False
+    world.clock.now = waiting_until
+    assert world.sender.stored() is True
+
+
 def test_429_pauses_the_endpoint_class_for_retry_after(world):
     world.drip.answers = [DripAnswer(429, "429: too_many_requests API rate limit exceeded", retry_after=30)]
     world.spool.accept(world.source, [track(1)])

@@ -144,12 +144,15 @@ class Sender:
     def wake(self) -> None:
         self._wake.set()
 
-    def stored(self) -> None:
+    def stored(self) -> bool:
         """Records were accepted: look at once, unless the sender is waiting for its budget. New records
         cannot open a budget, and a relay under a burst waits for its budget most of the hour: reading
-        the backlog again for every request it accepts would take the ingest's time for nothing."""
-        if self.clock() >= self._budget_until:
-            self._wake.set()
+        the backlog again for every request it accepts would take the ingest's time for nothing.
+        Returns whether the sender was woken."""
+        if self.clock() < self._budget_until:
+            return False
+        self._wake.set()
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
