@@ -2,7 +2,7 @@
 
 A message that quotes what the user gave (a setting's value, an unknown key, a flag's argument) must not
 become a second line, a terminal escape sequence or ten megabytes of output. Everything driptag shows of
-such input goes through `one_line` or `show`.
+such input goes through `one_line` or `show`; `kind_of` names a JSON value's kind ("not an array").
 """
 
 from __future__ import annotations
@@ -40,3 +40,20 @@ def show(value: Any, limit: int = 40) -> str:
     except ValueError:  # an int too long to turn into digits (Python's int/str conversion limit)
         text = f"an integer of {value.bit_length():,} bits" if isinstance(value, int) else type(value).__name__
     return one_line(text, limit)
+
+
+def kind_of(value: Any) -> str:
+    """A decoded JSON value's kind, with its article, as a message says what it got: "a string", "null"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

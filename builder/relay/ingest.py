@@ -55,6 +55,7 @@ from typing import Any
 import flask
 from werkzeug.exceptions import HTTPException
 
+from ..messages import kind_of
 from .config import RelayConfig, Source
 from .mapping import InvalidMessage, check_message
 from .spool import Accepted, SpoolError
@@ -177,7 +178,7 @@ class Ingest:
         data = _read_body(environ, flask.request.stream)
         body = _parse_json(data)
         if not isinstance(body, dict):
-            raise Refused(400, NOT_AN_OBJECT, f"the body must be a JSON object, not {_kind_of(body)}")
+            raise Refused(400, NOT_AN_OBJECT, f"the body must be a JSON object, not {kind_of(body)}")
         if source is None:
             key = body.get("writeKey")
             if not isinstance(key, str) or not key:
@@ -498,7 +499,7 @@ def _batch_messages(body: dict[str, Any], measure: bool) -> tuple[list[Any], int
     dropped for being over MAX_MESSAGE_BYTES."""
     items = body.get("batch")
     if not isinstance(items, list):
-        raise Refused(400, BAD_BATCH, f'"batch" must be a list of messages, not {_kind_of(items)}')
+        raise Refused(400, BAD_BATCH, f'"batch" must be a list of messages, not {kind_of(items)}')
     if len(items) > MAX_MESSAGES:
         raise Refused(400, TOO_MANY, f"the batch has {len(items)} messages; at most {MAX_MESSAGES:,} per request")
     shared = [(key, body[key]) for key in _SHARED if isinstance(body.get(key), dict)]
@@ -539,22 +540,6 @@ def _basic_user(header: str | None) -> str | None:
         raise Refused(401, UNAUTHORIZED, "the Authorization header's Basic credentials are not valid "
                                          "base64 of writeKey:password") from None
     return decoded.partition(":")[0] or None
-
-
-def _kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 def _show(text: str) -> str:

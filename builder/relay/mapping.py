@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..messages import kind_of
+
 __all__ = [
     "DripRecord", "Mapped", "InvalidMessage", "check_message", "map_message", "drip_requests", "format_key",
     "NO_EMAIL", "INTEGRATIONS", "NOT_FORWARDED", "KEY_STYLES",
@@ -125,7 +127,7 @@ def check_message(message: Any) -> None:
     track an event name. The ingest asks this of a single call before storing anything, so a call it
     refuses leaves no trace in the spool (not even a count of skipped messages)."""
     if not isinstance(message, Mapping):
-        raise InvalidMessage(f"a message must be a JSON object, not {_kind_of(message)}")
+        raise InvalidMessage(f"a message must be a JSON object, not {kind_of(message)}")
     kind = message.get("type")
     if kind is None:
         raise InvalidMessage("the message has no type")
@@ -646,20 +648,6 @@ def _identity(value: Any) -> str:
 
 def _text_email(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if _is_number(value):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
 
 
 def _show(value: Any) -> str:

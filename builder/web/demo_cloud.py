@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
+from ..messages import kind_of
 from ..emulators.drip_api import URL_PREFIX, drip_api_for
 from ..relay.config import mask, parse_config
 from ..relay.mapping import DripRecord, InvalidMessage, drip_requests, map_message
@@ -469,8 +470,7 @@ def _object(form: dict[str, Any], name: str) -> dict[str, Any]:
     except ValueError as error:
         raise _FormError({name: f"Invalid JSON in {name}: {error}"}) from None
     if not isinstance(value, dict):
-        kind = "an array" if isinstance(value, list) else "null" if value is None else f"a {type(value).__name__}"
-        raise _FormError({name: f'{name} must be a JSON object, like {{"plan": "pro"}}, not {kind}.'})
+        raise _FormError({name: f'{name} must be a JSON object, like {{"plan": "pro"}}, not {kind_of(value)}.'})
     return value
 
 
