@@ -258,10 +258,10 @@ def test_a_number_beyond_a_doubles_range_is_400_and_what_is_served_stays_json(cl
 
 
 @pytest.mark.parametrize("body, fragment", [
-    (b"1", "the body is a JSON number"), (b"\"report\"", "the body is a JSON string"),
-    (b"null", "the body is a JSON null"), (b"true", "the body is a JSON boolean"),
-    (b"[1]", "item 0 is a JSON number"), (b"[{}, [{}]]", "item 1 is a JSON array"),
-    (b"[{}, {}, null]", "item 2 is a JSON null"),
+    (b"1", "the body is a number"), (b"\"report\"", "the body is a string"),
+    (b"null", "the body is null"), (b"true", "the body is a boolean"),
+    (b"[1]", "item 0 is a number"), (b"[{}, [{}]]", "item 1 is an array"),
+    (b"[{}, {}, null]", "item 2 is null"),
 ])
 def test_reports_that_are_not_objects_are_400_and_nothing_is_stored(client, body, fragment):
     assert_error(post(client, body), 400, fragment)

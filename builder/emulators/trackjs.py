@@ -31,6 +31,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, jsonify, reque
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ..loader.escaping import script_json
+from ..messages import kind_of
 from ..resources import resource_dir
 from .bodies import nesting, short_error
 
@@ -233,7 +234,7 @@ def post_events():
     for position, report in enumerate(reports):
         if not isinstance(report, dict):
             where = f"item {position}" if isinstance(value, list) else "the body"
-            return _error(400, f"{where} is a JSON {_json_type(report)}, not a report object")
+            return _error(400, f"{where} is {kind_of(report)}, not a report object")
     indexes = collector_for(current_app).add(reports)
     return jsonify(stored=len(indexes), n=indexes), 200
 
@@ -254,15 +255,3 @@ def get_events():
 def delete_events():
     collector_for(current_app).clear()
     return Response(status=204)
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if value is None:
-        return "null"
-    return "number"
