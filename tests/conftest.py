@@ -17,12 +17,20 @@ TEST_CAMPAIGN = "1234567"
 
 _BROWSER_FIXTURES = {"page", "browser", "context", "browser_type", "drip"}
 
+# The relay's proofs that take real time: the relay run as a process, killed and restarted, Drip's faults waited out with real
+# back-offs and budget windows, thousands of fuzzed requests, the load test, the benchmark's quick run.
+_SLOW_MODULES = {"test_relay_crashes", "test_relay_drip_faults", "test_relay_end_to_end", "test_relay_fuzz",
+                 "test_relay_load", "test_benchmark_relay"}
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that drives Chromium is marked `browser`, so `pytest -m "not browser"` is the fast loop."""
+    """Every test that drives Chromium is marked `browser`, and the relay's real-time proofs `slow`, so
+    `pytest -m "not browser and not slow"` is the inner loop; `make test` runs everything."""
     for item in items:
         if _BROWSER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.browser)
+        if item.module is not None and item.module.__name__ in _SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

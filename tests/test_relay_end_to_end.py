@@ -111,7 +111,10 @@ def test_quotas_are_never_exceeded_and_a_backlog_still_drains(tmp_path):
         assert 429 not in statuses, f"the emulator's quota answered 429: {statuses}"
 
 
-def test_each_of_drips_answers_ends_delivered_or_in_the_dead_letters(tmp_path):
+def test_each_of_drips_answers_ends_delivered_or_in_the_dead_letters(tmp_path, monkeypatch):
+    # Seven failures in a row double the back-off six times: from 1 s that is half a minute of waiting, from
+    # 0.1 s a few seconds, for the same decisions.
+    monkeypatch.setattr("driptag.relay.delivery.BACKOFF_FIRST", 0.1)
     with drip_api() as drip, relay_in_process(tmp_path, drip) as relay:
         faults = ("500", "502", "503", "429", "concurrency", "drop", "reset")
         for n, fault in enumerate(faults):
