@@ -13,7 +13,7 @@ the call, with the relay's answer and the Drip records it becomes, to show what 
 - the Drip API requests that carried each record, from what the emulator received.
 
 Which records a call becomes is the relay's own mapping (`driptag.relay.mapping.map_message`), run on
-the call as sent, with the e-mail the relay remembers for its user (the spool's people table).
+the call as sent, with the e-mail the relay remembers for its user (`Spool.remembered_email`).
 
 Everything lives on the app (`cloud_for(app)`); nothing at module level but constants. The relay is
 started and stopped by `running_relay(app, drip_api_url)`, so `create_app()` works without one: the
