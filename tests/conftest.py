@@ -17,8 +17,9 @@ TEST_CAMPAIGN = "1234567"
 
 _BROWSER_FIXTURES = {"page", "browser", "context", "browser_type", "drip"}
 
-# The relay's proofs that take real time: the relay run as a process, killed and restarted, Drip's faults waited out with real
-# back-offs and budget windows, thousands of fuzzed requests, the load test, the benchmark's quick run.
+# The relay's proofs that take real time: the relay run as a process, killed and restarted, Drip's faults
+# waited out with real back-offs and budget windows, thousands of fuzzed requests, the load test, the
+# benchmark's quick run.
 _SLOW_MODULES = {"test_relay_crashes", "test_relay_drip_faults", "test_relay_end_to_end", "test_relay_fuzz",
                  "test_relay_load", "test_benchmark_relay"}
 

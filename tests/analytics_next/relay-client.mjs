@@ -46,9 +46,9 @@ const print = (line) => process.stdout.write(JSON.stringify(line) + '\n')
 analytics.on('http_request', ({ url, method, headers, body }) => print({ request: { url, method, headers, body } }))
 analytics.on('http_response', ({ url, status }) => print({ response: { url, status } }))
 
-// The library also emits 'error' once a failed call's dispatch settles, which may be before or after
-// closeAndFlush() resolves; it is printed as it comes ({"emitted": "code: reason"}) and counts as a failure,
-// while the summary's errors come from the calls' own callbacks, which always fire before the flush ends.
+// The library also emits 'error' for a failed call ("delivery_failure"), after the call's callback and
+// before closeAndFlush() resolves. It is printed as its own line ({"emitted": "code: reason"}) and counts as a
+// failure; the summary's errors are the callbacks' alone, so the two are never confused.
 let emitted = 0
 analytics.on('error', (error) => {
   emitted += 1
