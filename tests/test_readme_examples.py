@@ -258,12 +258,14 @@ def test_python_api_example():
     assert namespace["manifest"] == build_manifest(settings, "js")
 
 
-def start_demo(line: str, cwd: Path) -> tuple[subprocess.Popen, str]:
-    """Start a README demo command on a free port; return the process and the URL it printed."""
+def start_demo(line: str, cwd: Path) -> tuple[subprocess.Popen, str, queue.Queue]:
+    """Start a README demo command on a free port; return the process, the URL it printed and the queue of
+    the lines it prints (stdout and stderr) from then on. PYTHONFAULTHANDLER lets a test that finds it hung
+    ask it, with SIGABRT, for every thread's stack."""
     line = line.replace("YOUR_ACCOUNT", "83702741").replace("YOUR_CAMPAIGN", "1234567")
     line = re.sub(r"--port \d+", "--port 0", line) if "--port" in line else line + " --port 0"
-    process = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=cwd, env=venv_env(), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=cwd, env={**venv_env(), "PYTHONFAULTHANDLER": "1"},
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(out) for out in process.stdout], daemon=True).start()
     seen, deadline = [], time.monotonic() + 30
@@ -274,16 +276,32 @@ def start_demo(line: str, cwd: Path) -> tuple[subprocess.Popen, str]:
             break
         found = re.search(r"http://127\.0\.0\.1:(\d+)/", seen[-1])
         if found and found.group(1) != "0":
-            return process, found.group(0)
+            return process, found.group(0), lines
     process.kill()
     raise AssertionError(f"{line}: never printed the URL it serves; it printed {seen!r}")
+
+
+def stack_dump(process: subprocess.Popen, lines: queue.Queue) -> str:
+    """What a hung demo prints when asked for its threads' stacks (SIGABRT with the fault handler on)."""
+    process.send_signal(signal.SIGABRT)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    printed = []
+    while True:
+        try:
+            printed.append(lines.get(timeout=1))
+        except queue.Empty:
+            return "".join(printed)
 
 
 def test_demo_commands_serve_the_demo_page(examples, workdir):
     lines = commands(examples["demo-commands"])
     assert [shlex.split(line)[:4] for line in lines] == [["python", "-m", "driptag", "demo"]] * 2, lines
     for line, mode in zip(lines, ("offline emulator", "real Drip")):
-        process, url = start_demo(line, workdir)
+        process, url, printed = start_demo(line, workdir)
         try:
             with urllib.request.urlopen(url, timeout=10) as response:
                 page = response.read().decode("utf-8")
@@ -294,8 +312,8 @@ def test_demo_commands_serve_the_demo_page(examples, workdir):
             try:
                 status = process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                process.kill()
-                raise AssertionError(f"{line}: still running 15 s after Ctrl+C") from None
+                raise AssertionError(f"{line}: still running 15 s after Ctrl+C; its threads:\n"
+                                     f"{stack_dump(process, printed)}") from None
         assert status == 0, f"{line}: exit status {status} after Ctrl+C"
 
 
