@@ -10,7 +10,7 @@ import pytest
 
 from driptag.relay import delivery
 from driptag.relay.config import RateLimits, parse_config
-from driptag.relay.delivery import Request, Sender, Wait, next_records, request_for
+from driptag.relay.delivery import Request, Sender, next_records, request_for
 from driptag.relay.drip_client import DripAnswer
 from driptag.relay.metrics import Metrics
 from driptag.relay.spool import Pending, Spool

@@ -33,7 +33,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import zlib
 from collections.abc import Iterator, Sequence

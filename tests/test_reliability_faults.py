@@ -20,7 +20,6 @@ import re
 import pytest
 
 from driptag import Settings, build_manifest, render
-from driptag.emulators import trackjs as emulator
 from conftest import TEST_CAMPAIGN
 from pages import drips_snippet, page_html
 

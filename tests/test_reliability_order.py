@@ -14,7 +14,7 @@ adds the deep comparison after the emulator ran, and non-JSON inputs.
 
 from __future__ import annotations
 
-from driptag import Settings, render
+from driptag import Settings
 from driptag.emulators import trackjs as emulator
 from conftest import TEST_CAMPAIGN
 

@@ -1,8 +1,29 @@
-"""What both emulators need to judge a JSON body: how deeply it nests, and a parse error on one short line."""
+"""What both emulators need to judge a JSON body: strict parsing, how deeply it nests, and a parse error on
+one short line."""
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
+
+
+def strict_json(data: bytes) -> Any:
+    """The JSON document in UTF-8 ``data``. NaN and Infinity are refused, and so is a number beyond a double's
+    range (1e400), which Python would read as infinity and serve back as Infinity: not JSON. Raises
+    ValueError (JSONDecodeError and UnicodeDecodeError are ValueErrors) or RecursionError."""
+    return json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is beyond a double's range")
+    return value
 
 
 def nesting(value: Any, limit: int) -> int:

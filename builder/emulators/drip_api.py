@@ -36,7 +36,6 @@ import dataclasses
 import datetime
 import hashlib
 import hmac
-import json
 import math
 import os
 import re
@@ -50,7 +49,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
-from .bodies import nesting, short_error
+from .bodies import nesting, short_error, strict_json
 
 __all__ = [
     "ApiConfig",
@@ -608,17 +607,6 @@ def _read_body(limit: int) -> bytes:
     return data
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is beyond a double's range")
-    return value
-
-
 def _parse_json(data: bytes) -> Any:
     """The JSON document in ``data``; a 400 ``parsing_error`` for anything else."""
     def bad(message: str) -> _BadBody:
@@ -627,7 +615,7 @@ def _parse_json(data: bytes) -> Any:
     if not data.strip():
         raise bad("the request body is empty")
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        value = strict_json(data)
     except RecursionError:
         raise bad(f"nesting deeper than {MAX_NESTING} levels") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors

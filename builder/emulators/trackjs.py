@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import copy
 import functools
-import json
 import math
 import re
 import threading
@@ -33,7 +32,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from ..loader.escaping import script_json
 from ..messages import kind_of
 from ..resources import resource_dir
-from .bodies import nesting, short_error
+from .bodies import nesting, short_error, strict_json
 
 __all__ = [
     "COLLECTOR_PATH",
@@ -188,18 +187,6 @@ def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify(error=message), status
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    """A JSON number as a float; one beyond a double's range (1e400) would be served back as Infinity."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"the number {text[:40]} is beyond a double's range")
-    return value
-
-
 @bp.post("/events")
 def post_events():
     # The declared Content-Length first. Then the body as actually read: the limit is set for this
@@ -224,7 +211,7 @@ def post_events():
     if not data:
         return _error(400, "the body is empty; send a report object or a list of them")
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        value = strict_json(data)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return _error(400, f"the body is not valid JSON: {short_error(exc)}")
     if nesting(value, MAX_NESTING) > MAX_NESTING:
