@@ -125,6 +125,20 @@ def run_until_idle(world, steps: int = 100) -> list[float | None]:
     raise AssertionError(f"the sender never went idle: {said[-5:]}")
 
 
+def test_the_spool_remembers_a_persons_email_by_user_id_and_anonymous_id(world):
+    world.spool.accept(world.source, [{"type": "identify", "userId": "u1", "anonymousId": "a1",
+                                       "traits": {"email": "ann@example.com"}, "messageId": "m-1"}])
+    source_id = world.sender.source_id
+    assert world.spool.remembered_email(source_id, "userId", "u1") == "ann@example.com"
+    assert world.spool.remembered_email(source_id, "anonymousId", "a1") == "ann@example.com"
+    assert world.spool.remembered_email(source_id, "userId", "a1") is None, "a userId is not an anonymousId"
+    other = dataclasses.replace(world.source, write_key="another-write-key")
+    world.spool.accept(other, [{"type": "identify", "userId": "u1", "traits": {"email": "bob@example.com"},
+                                "messageId": "m-2"}])
+    assert world.spool.remembered_email(world.spool.source_id(other), "userId", "u1") == "bob@example.com"
+    assert world.spool.remembered_email(source_id, "userId", "u1") == "ann@example.com", "each source its own"
+
+
 def test_a_lone_event_goes_alone_at_once(world):
     world.spool.accept(world.source, [track(1)])
     run_until_idle(world)
