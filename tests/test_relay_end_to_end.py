@@ -287,3 +287,14 @@ def test_a_busy_port_is_one_line_and_the_spool_is_free_again(tmp_path):
                                                      "Address already in use\n")
     relay = RelayProcess(config, tmp_path / "spool.sqlite3", "http://127.0.0.1:9").wait_serving()
     assert relay.signal(signal.SIGTERM) == 0, "the failed start released the spool's lock"
+
+
+def test_a_host_that_does_not_resolve_is_one_line_and_creates_no_spool(tmp_path):
+    config = write_config(tmp_path / "relay.json", source())
+    result = subprocess.run([sys.executable, "-m", "driptag", "relay", "serve", "--config", str(config), "--spool",
+                             str(tmp_path / "spool.sqlite3"), "--host", "no-such-host.invalid", "--port", "8088"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1 and result.stderr.startswith(
+        "driptag: cannot listen on no-such-host.invalid:8088: "), result.stderr
+    assert result.stderr.count("\n") == 1 and "unexpected" not in result.stderr, result.stderr
+    assert not (tmp_path / "spool.sqlite3").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def serve(config_path: Path, spool: Path, host: str, port: int, drip_api: str) -
     except DripApiUrlError as error:
         raise Failure(f"driptag: --drip-api: {error}") from None
     config = _config(config_path)
+    try:  # a host that does not resolve is the machine saying no, as a busy port is
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise OSError(error.errno, f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="driptag relay: %(message)s")
     logging.getLogger("waitress").setLevel(logging.WARNING)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" is normal under load
