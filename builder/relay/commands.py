@@ -5,10 +5,12 @@ Problems are one line each on stderr, starting `driptag:`, exit status 2; secret
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -17,6 +19,7 @@ from ..errors import Failure
 from .config import ConfigError, RelayConfig, load_config
 from .drip_client import DripApiUrlError, check_api_url
 from .service import DEFAULT_DRIP_API, DEFAULT_SPOOL, Relay, SpoolBusy
+from .spool import NotASpool
 from .status import NoSpool, dead_letters, format_dead_letters, format_status, purge_dead_letters, \
     retry_dead_letters, spool_status
 
@@ -52,10 +55,11 @@ def serve(config_path: Path, spool: Path, host: str, port: int, drip_api: str) -
     logging.getLogger("waitress").setLevel(logging.WARNING)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" is normal under load
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Drip request; the relay logs failures
-    try:
-        running = Relay(config_path, spool, drip_api, config=config)
-    except SpoolBusy as error:
-        raise Failure(f"driptag: {error}") from None
+    with _spool_problems(spool):
+        try:
+            running = Relay(config_path, spool, drip_api, config=config)
+        except SpoolBusy as error:
+            raise Failure(f"driptag: {error}") from None
     try:
         running.serve_until_signalled(host, port)
     except OSError as error:  # the address is taken, or not this machine's
@@ -72,10 +76,8 @@ def serve(config_path: Path, spool: Path, host: str, port: int, drip_api: str) -
 def status(spool: Path, config_path: Path | None, as_json: bool) -> None:
     """What waits, what was delivered and skipped, budgets, pauses and Drip's last error, per source."""
     config = _config(config_path) if config_path else None
-    try:
+    with _spool_problems(spool):
         report = spool_status(spool, config)
-    except NoSpool as error:
-        raise Failure(f"driptag: --spool: {spool}: {error.strerror}") from None
     click.echo(json.dumps(report, indent=2) if as_json else format_status(report), nl=as_json)
 
 
@@ -88,7 +90,7 @@ def dead_letters_command(spool: Path, as_json: bool, retry: bool, purge: bool) -
     """The records Drip refused, each with Drip's error; --retry queues them again, --purge deletes them."""
     if retry and purge:
         raise click.UsageError("--retry and --purge exclude each other")
-    try:
+    with _spool_problems(spool):
         if retry:
             count = retry_dead_letters(spool)
             click.echo(json.dumps({"retried": count}) if as_json else f"{count} dead letter(s) queued again")
@@ -99,8 +101,17 @@ def dead_letters_command(spool: Path, as_json: bool, retry: bool, purge: bool) -
             letters = dead_letters(spool)
             click.echo(json.dumps(letters, indent=2, ensure_ascii=False) if as_json else format_dead_letters(letters),
                        nl=as_json)
+
+
+@contextlib.contextmanager
+def _spool_problems(spool: Path) -> Iterator[None]:
+    """No file at --spool, or a file that is not a relay spool: one line, exit status 2."""
+    try:
+        yield
     except NoSpool as error:
         raise Failure(f"driptag: --spool: {spool}: {error.strerror}") from None
+    except NotASpool as error:
+        raise Failure(f"driptag: --spool: {error}") from None
 
 
 def _config(path: Path) -> RelayConfig:

@@ -100,6 +100,13 @@ class SpoolError(RuntimeError):
     """The spool could not commit (disk full, read-only, I/O error): nothing of that job was stored."""
 
 
+class NotASpool(ValueError):
+    """The file given as the spool is something else: not SQLite, or another program's SQLite database."""
+
+
+_OWN_TABLES = frozenset({"sources", "messages", "people", "dead_letters"})
+
+
 @dataclasses.dataclass(frozen=True)
 class Pending:
     """A Drip record waiting in the spool."""
@@ -130,16 +137,31 @@ class Accepted:
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection with the spool's settings: WAL, fsync on every commit, waits for a busy writer."""
+    """A connection with the spool's settings: WAL, fsync on every commit, waits for a busy writer.
+    Raises NotASpool for a file that is not SQLite, or an SQLite database of something else: a relay
+    must neither fail on it with SQLite's words nor add its tables to somebody's database."""
     if readonly:
         connection = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, isolation_level=None,
                                      check_same_thread=False, timeout=10)
     else:
         connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10)
-    connection.execute("PRAGMA busy_timeout = 10000")
-    if not readonly:
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = FULL")
+    try:
+        connection.execute("PRAGMA busy_timeout = 10000")
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and not _OWN_TABLES <= tables:
+            raise NotASpool(f"{path}: not a relay spool (an SQLite database with other tables)")
+        if not readonly:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = FULL")
+    except sqlite3.OperationalError:  # locked, unreadable, an I/O error: not about what the file is
+        connection.close()
+        raise
+    except sqlite3.DatabaseError as error:  # "file is not a database"
+        connection.close()
+        raise NotASpool(f"{path}: not a relay spool ({error})") from None
+    except NotASpool:
+        connection.close()
+        raise
     return connection
 
 

@@ -1,0 +1,46 @@
+"""`driptag relay serve | status | dead-letters` given a --spool that is not a relay's spool: one line naming
+the file, exit status 2, and the file left exactly as it was (a relay must never add its tables to another
+program's database)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from relay_support import write_config
+
+COMMANDS = [
+    ["status"],
+    ["dead-letters"],
+    ["dead-letters", "--retry"],
+    ["dead-letters", "--purge"],
+    ["serve", "--config", "relay.json", "--port", "0", "--drip-api", "http://127.0.0.1:9"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+def test_a_file_that_is_not_sqlite_is_refused_in_one_line(run, tmp_path, args):
+    write_config(tmp_path / "relay.json")
+    spool = tmp_path / "notes.txt"
+    spool.write_text("shopping list\n", encoding="utf-8")
+    status, out, err = run("relay", *args, "--spool", str(spool))
+    assert (status, out, err) == (2, "", [f"driptag: --spool: {spool}: not a relay spool (file is not a database)"])
+    assert spool.read_text(encoding="utf-8") == "shopping list\n"
+    assert not Path(f"{spool}-wal").exists()
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=" ".join)
+def test_another_programs_sqlite_database_is_refused_and_left_as_it_was(run, tmp_path, args):
+    write_config(tmp_path / "relay.json")
+    spool = tmp_path / "crm.sqlite3"
+    with sqlite3.connect(spool) as db:
+        db.execute("CREATE TABLE contacts (email TEXT)")
+    status, out, err = run("relay", *args, "--spool", str(spool))
+    assert (status, out, err) == (
+        2, "", [f"driptag: --spool: {spool}: not a relay spool (an SQLite database with other tables)"])
+    with sqlite3.connect(spool) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master")]
+        journal = db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert (tables, journal) == (["contacts"], "delete"), "the relay changed somebody else's database"
