@@ -1,6 +1,6 @@
 """`driptag relay serve | status | dead-letters` given a --spool that is not a relay's spool: one line naming
 the file, exit status 2, and the file left exactly as it was (a relay must never add its tables to another
-program's database)."""
+program's database). And a spool where none can be made: one line, exit status 1."""
 
 from __future__ import annotations
 
@@ -44,3 +44,10 @@ def test_another_programs_sqlite_database_is_refused_and_left_as_it_was(run, tmp
         tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master")]
         journal = db.execute("PRAGMA journal_mode").fetchone()[0]
     assert (tables, journal) == (["contacts"], "delete"), "the relay changed somebody else's database"
+
+
+def test_serve_with_a_spool_in_a_missing_folder_is_one_line_and_exit_1(run, tmp_path):
+    write_config(tmp_path / "relay.json")
+    spool = tmp_path / "missing" / "relay.sqlite3"
+    status, out, err = run("relay", *COMMANDS[-1], "--spool", str(spool))
+    assert (status, out, err) == (1, "", [f"driptag: --spool: cannot create {spool}.lock: No such file or directory"])

@@ -60,6 +60,9 @@ def serve(config_path: Path, spool: Path, host: str, port: int, drip_api: str) -
             running = Relay(config_path, spool, drip_api, config=config)
         except SpoolBusy as error:
             raise Failure(f"driptag: {error}") from None
+        except OSError as error:  # its folder is missing or not writable: the machine said no (exit status 1)
+            raise OSError(error.errno, f"--spool: cannot create {error.filename or spool}: "
+                                       f"{error.strerror or error}") from None
     try:
         running.serve_until_signalled(host, port)
     except OSError as error:  # the address is taken, or not this machine's
