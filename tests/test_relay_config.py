@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from driptag.messages import show
 from driptag.relay.config import ConfigError, RateLimits, load_config, mask, parse_config
 
 TOKEN = "abcdefghij0123456789XYZW"
@@ -54,8 +55,16 @@ def test_every_problem_of_every_source_is_one_line():
         "relay.json: sources[0].keyStyle: 'camel' is not allowed: one of segment, snake",
         "relay.json: sources[1]: unknown key 'colour'; the keys are account, apiToken, campaignId, keyStyle, "
         "rateLimits, writeKey",
-        "relay.json: sources[1].writeKey: is required: 1 to 200 printable ASCII characters without spaces",
+        "relay.json: sources[1].writeKey: is required: 1 to 200 printable ASCII characters without spaces or "
+        "colons (it is the user name of HTTP Basic auth)",
     ]
+
+
+@pytest.mark.parametrize("write_key", ["back:end", "back end", "", "é", "k" * 201, 42])
+def test_a_write_key_basic_auth_cannot_carry_is_refused(write_key):
+    assert problems({"sources": [{"writeKey": write_key, "account": "83702741", "apiToken": TOKEN}]}) == [
+        f"relay.json: sources[0].writeKey: {show(write_key)} is not allowed: 1 to 200 printable ASCII characters "
+        "without spaces or colons (it is the user name of HTTP Basic auth)"]
 
 
 def test_write_keys_are_unique():

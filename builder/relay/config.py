@@ -29,7 +29,9 @@ DRIP_HOURLY_BATCH = 50  # … and to its batch endpoints
 DEFAULT_MAX_PENDING = 1_000_000
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_WRITE_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces: it travels in Basic auth
+# Printable ASCII without spaces or colons: it travels as the user name of HTTP Basic auth, which ends at the
+# first colon.
+_WRITE_KEY = re.compile(r"[\x21-\x39\x3b-\x7e]{1,200}")
 _SOURCE_KEYS = {"writeKey", "account", "apiToken", "token", "campaignId", "keyStyle", "rateLimits"}
 _RATE_KEYS = {"single", "batch", "windowSeconds"}
 
@@ -144,7 +146,9 @@ def _source(entry: Any, label: str, environ: Mapping[str, str], problems: list[s
     token = values.get("apiToken", values.get("token"))
     write_key = values.get("writeKey")
     if not isinstance(write_key, str) or not _WRITE_KEY.fullmatch(write_key):
-        problems.append(f"{label}.writeKey: is required: 1 to 200 printable ASCII characters without spaces")
+        found = "is required" if write_key is None else f"{show(write_key)} is not allowed"
+        problems.append(f"{label}.writeKey: {found}: 1 to 200 printable ASCII characters without spaces or "
+                        "colons (it is the user name of HTTP Basic auth)")
     token_named = any(line.startswith((f"{label}.apiToken", f"{label}.token")) for line in problems[before:])
     if token in (None, "") and not token_named:
         problems.append(f"{label}.apiToken: is required: the Drip API token of the account "
