@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..messages import one_line, show  # show: also for other modules' messages about settings
+from ..messages import one_line, show
 
 DEFAULT_SCRIPT_ORIGIN = "https://tag.getdrip.com"
 

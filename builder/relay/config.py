@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..loader.settings import Settings, SettingsError, show
+from ..loader.settings import Settings, SettingsError
+from ..messages import show
 
 DRIP_HOURLY_SINGLE = 3600  # Drip's requests per hour per account to its single-record endpoints
 DRIP_HOURLY_BATCH = 50  # … and to its batch endpoints
