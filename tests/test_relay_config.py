@@ -89,8 +89,25 @@ def test_rate_limits_can_be_scaled_down_for_tests():
 def test_rate_limits_above_drips_are_refused():
     lines = problems({"sources": [{"writeKey": "wk", "account": "83702741", "apiToken": TOKEN,
                                    "rateLimits": {"single": 5000, "batch": 0}}]})
-    assert lines == ["relay.json: sources[0].rateLimits.single: 5000 is not a number from 1 to 3600",
-                     "relay.json: sources[0].rateLimits.batch: 0 is not a number from 1 to 50"]
+    assert lines == ["relay.json: sources[0].rateLimits.single: 5000 is not a whole number from 1 to 3600",
+                     "relay.json: sources[0].rateLimits.batch: 0 is not a whole number from 1 to 50"]
+
+
+def test_a_fraction_of_a_request_or_a_window_under_a_second_is_refused_and_an_unknown_key_named():
+    lines = problems({"sources": [{"writeKey": "wk", "account": "83702741", "apiToken": TOKEN,
+                                   "rateLimits": {"single": 0.5, "batch": "2", "windowSeconds": 0.5,
+                                                  "perHour": 10}}]})
+    assert lines == [
+        "relay.json: sources[0].rateLimits: unknown key 'perHour'; the keys are batch, single, windowSeconds",
+        "relay.json: sources[0].rateLimits.single: 0.5 is not a whole number from 1 to 3600",
+        "relay.json: sources[0].rateLimits.batch: '2' is not a whole number from 1 to 50",
+        "relay.json: sources[0].rateLimits.windowSeconds: 0.5 is not a number of seconds from 1 to 3600"]
+
+
+def test_a_window_may_be_a_fraction_of_a_second_past_one():
+    config = parse_config({"sources": [{"writeKey": "wk", "account": "83702741", "apiToken": TOKEN,
+                                        "rateLimits": {"windowSeconds": 2.5}}]}, "relay.json", {})
+    assert config.sources[0].rate_limits == RateLimits(window_seconds=2.5)
 
 
 def test_load_config_reads_a_file_with_a_bom_and_names_bad_json(tmp_path):

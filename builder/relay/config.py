@@ -172,19 +172,25 @@ def _rate_limits(value: Any, label: str, problems: list[str]) -> RateLimits:
     windows are for tests against the emulator, whose quotas are set to match."""
     if value is None:
         return RateLimits()
-    if not isinstance(value, dict) or set(value) - _RATE_KEYS:
+    if not isinstance(value, dict):
         problems.append(f"{label}: expected an object with single, batch and windowSeconds")
         return RateLimits()
+    for key in value:
+        if key not in _RATE_KEYS:
+            problems.append(f"{label}: unknown key {show(key)}; the keys are {', '.join(sorted(_RATE_KEYS))}")
     limits = RateLimits()
     for key, name, ceiling in (("single", "single", DRIP_HOURLY_SINGLE), ("batch", "batch", DRIP_HOURLY_BATCH),
                                ("windowSeconds", "window_seconds", 3600)):
         if key not in value:
             continue
         number = value[key]
-        if not (isinstance(number, (int, float)) and not isinstance(number, bool) and 0 < number <= ceiling):
-            problems.append(f"{label}.{key}: {show(number)} is not a number from 1 to {ceiling}")
+        whole = key != "windowSeconds"  # requests are counted; a window may be 2.5 s
+        if (isinstance(number, bool) or not isinstance(number, int if whole else (int, float))
+                or not 1 <= number <= ceiling):
+            kind = "a whole number" if whole else "a number of seconds"
+            problems.append(f"{label}.{key}: {show(number)} is not {kind} from 1 to {ceiling}")
             continue
-        limits = dataclasses.replace(limits, **{name: number if key == "windowSeconds" else int(number)})
+        limits = dataclasses.replace(limits, **{name: number})
     return limits
 
 
