@@ -57,7 +57,7 @@ def _settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="driptag", message="%(prog)s %(version)s")
 def cli() -> None:
-    """driptag: generate the browser integration that puts Drip on a web site."""
+    """driptag: Drip on a web site (a loader for track.js) and behind a back end (a relay for Segment's HTTP API)."""
 
 
 @cli.command()
