@@ -258,13 +258,20 @@ def test_python_api_example():
     assert namespace["manifest"] == build_manifest(settings, "js")
 
 
-def start_demo(line: str, cwd: Path) -> tuple[subprocess.Popen, str, queue.Queue]:
-    """Start a README demo command on a free port; return the process, the URL it printed and the queue of
-    the lines it prints (stdout and stderr) from then on. PYTHONFAULTHANDLER lets a test that finds it hung
-    ask it, with SIGABRT, for every thread's stack."""
+def _as_in_a_terminal() -> None:
+    """Ctrl+C reaches a command run in a terminal: undo an ignored SIGINT inherited from whatever started
+    the tests (a shell without job control ignores it for commands it runs in the background)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_demo(line: str, cwd: Path, **env: str) -> tuple[subprocess.Popen, str, queue.Queue]:
+    """Start a README demo command on a free port, as from a terminal; return the process, the URL it
+    printed and the queue of the lines it prints (stdout and stderr) from then on. PYTHONFAULTHANDLER lets a
+    test that finds it hung ask it, with SIGABRT, for every thread's stack."""
     line = line.replace("YOUR_ACCOUNT", "83702741").replace("YOUR_CAMPAIGN", "1234567")
     line = re.sub(r"--port \d+", "--port 0", line) if "--port" in line else line + " --port 0"
-    process = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=cwd, env={**venv_env(), "PYTHONFAULTHANDLER": "1"},
+    process = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=cwd,
+                               env={**venv_env(), "PYTHONFAULTHANDLER": "1", **env}, preexec_fn=_as_in_a_terminal,
                                text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(out) for out in process.stdout], daemon=True).start()
@@ -315,6 +322,24 @@ def test_demo_commands_serve_the_demo_page(examples, workdir):
                 raise AssertionError(f"{line}: still running 15 s after Ctrl+C; its threads:\n"
                                      f"{stack_dump(process, printed)}") from None
         assert status == 0, f"{line}: exit status {status} after Ctrl+C"
+
+
+def test_sigterm_stops_the_demo_as_ctrl_c_does_and_removes_its_temporary_spool(examples, workdir):
+    temporary = workdir / "tmp"
+    temporary.mkdir()
+    process, url, printed = start_demo(commands(examples["demo-commands"])[0], workdir, TMPDIR=str(temporary))
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+    folders = [path.name for path in temporary.iterdir()]
+    assert len(folders) == 1 and folders[0].startswith("driptag-demo-"), f"the relay's spool folder: {folders}"
+    process.terminate()
+    try:
+        status = process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running 15 s after SIGTERM; its threads:\n{stack_dump(process, printed)}") \
+            from None
+    assert status == 0, f"exit status {status} after SIGTERM"
+    assert list(temporary.iterdir()) == [], "the relay's temporary spool folder is still there"
 
 
 def test_standalone_example(examples, drip_js, serve, browser_page):

@@ -29,10 +29,14 @@ a mistake with the field it is about, never with a server error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -306,6 +310,25 @@ def _listen(host: str, port: int) -> socket.socket:
     return listening
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, a service manager, a container stopping) stops the demo as Ctrl+C does: the relay
+    stops and its temporary spool is removed. Only the main thread may set signal handlers; run elsewhere,
+    the demo leaves them alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_demo(*, account: str | int | None = None, campaign_id: str | int | None = None, host: str = "127.0.0.1",
              port: int = 5000, drip: str = "emulator") -> None:
     """Serve the demo site until Ctrl+C: threaded, never with the debugger or the reloader. With the emulator,
@@ -338,7 +361,8 @@ def run_demo(*, account: str | int | None = None, campaign_id: str | int | None 
     print(f"driptag demo {__version__}: account {state.account}, campaign {campaign}, {where}", flush=True)
     try:
         # The relay reaches the Drip REST API emulator on this server over loopback, whatever --host is.
-        with demo_cloud.running_relay(app, f"http://127.0.0.1:{bound_port}{drip_api.URL_PREFIX}") as relay:
+        with _terminate_as_interrupt(), \
+                demo_cloud.running_relay(app, f"http://127.0.0.1:{bound_port}{drip_api.URL_PREFIX}") as relay:
             print(f"  open {url}  (Ctrl+C to stop)", flush=True)
             if drip == "emulator" and shown_host not in _LOCAL_HOSTS:
                 # The emulator's track.js comes over http, which the script_origin setting allows only from
