@@ -1,6 +1,8 @@
 """`driptag relay serve | status | dead-letters`.
 
-Problems are one line each on stderr, starting `driptag:`, exit status 2; secrets are never shown.
+Problems are one line each on stderr, starting `driptag:`: exit status 2 for a mistake in what was given,
+1 when the machine says no (a port in use, a host that does not resolve, a folder that is missing). Secrets
+are never shown.
 """
 
 from __future__ import annotations
