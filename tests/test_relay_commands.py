@@ -1,15 +1,19 @@
 """`driptag relay serve | status | dead-letters` given a --spool that is not a relay's spool: one line naming
 the file, exit status 2, and the file left exactly as it was (a relay must never add its tables to another
-program's database). And a spool where none can be made: one line, exit status 1."""
+program's database). And a spool where none can be made: one line, exit status 1. `relay status --config`
+reads the budgets without the tokens."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from relay_support import write_config
+from driptag.relay.config import load_config
+from driptag.relay.spool import Spool
+from relay_support import ACCOUNT, source, write_config
 
 COMMANDS = [
     ["status"],
@@ -51,3 +55,21 @@ def test_serve_with_a_spool_in_a_missing_folder_is_one_line_and_exit_1(run, tmp_
     spool = tmp_path / "missing" / "relay.sqlite3"
     status, out, err = run("relay", *COMMANDS[-1], "--spool", str(spool))
     assert (status, out, err) == (1, "", [f"driptag: --spool: cannot create {spool}.lock: No such file or directory"])
+
+
+def test_status_reads_relay_json_without_the_tokens_environment_variables(run, tmp_path, monkeypatch):
+    monkeypatch.delenv("DRIP_API_TOKEN", raising=False)
+    write_config(tmp_path / "relay.json", source(apiToken="${DRIP_API_TOKEN}",
+                                                 rateLimits={"single": 100, "batch": 5, "windowSeconds": 60}))
+    spool = Spool(tmp_path / "relay.sqlite3")
+    spool.source_id(load_config(tmp_path / "relay.json", tokens=False).sources[0])  # as a serving relay would
+    spool.close()
+    status, out, err = run("relay", "status", "--config", "relay.json", "--spool", "relay.sqlite3", "--json")
+    assert (status, err) == (0, []), err
+    (reported,) = json.loads(out)["sources"]
+    assert reported["account"] == ACCOUNT
+    assert [(kind, budget["limit"], budget["windowSeconds"]) for kind, budget in reported["requests"].items()] == \
+        [("single", 100, 60), ("batch", 5, 60)], "the budgets of relay.json"
+    serve = run("relay", "serve", "--config", "relay.json", "--spool", "relay.sqlite3")
+    assert serve == (2, "", ["driptag: relay.json: sources[0].apiToken: the environment variable DRIP_API_TOKEN "
+                             "is not set"]), "serve needs the tokens"

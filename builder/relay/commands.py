@@ -80,7 +80,7 @@ def serve(config_path: Path, spool: Path, host: str, port: int, drip_api: str) -
 @click.option("--json", "as_json", is_flag=True, help="JSON for machines.")
 def status(spool: Path, config_path: Path | None, as_json: bool) -> None:
     """What waits, what was delivered and skipped, budgets, pauses and Drip's last error, per source."""
-    config = _config(config_path) if config_path else None
+    config = _config(config_path, tokens=False) if config_path else None
     with _spool_problems(spool):
         report = spool_status(spool, config)
     click.echo(json.dumps(report, indent=2) if as_json else format_status(report), nl=as_json)
@@ -119,8 +119,8 @@ def _spool_problems(spool: Path) -> Iterator[None]:
         raise Failure(f"driptag: --spool: {error}") from None
 
 
-def _config(path: Path) -> RelayConfig:
+def _config(path: Path, *, tokens: bool = True) -> RelayConfig:
     try:
-        return load_config(path)
+        return load_config(path, tokens=tokens)
     except ConfigError as error:
         raise Failure(*(f"driptag: {problem}" for problem in error.problems)) from None

@@ -88,8 +88,11 @@ def mask(secret: str) -> str:
     return "…" + secret[-4:] if len(secret) > 8 else "…"
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> RelayConfig:
-    """Read and check `relay.json`; ConfigError with every problem found."""
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
+                tokens: bool = True) -> RelayConfig:
+    """Read and check `relay.json`; ConfigError with every problem found. With tokens=False the API tokens
+    are neither read nor checked (each source's is empty): `relay status` needs only the sources and their
+    budgets, and must work in a shell that does not hold the tokens' environment variables."""
     where = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
@@ -103,10 +106,10 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError([f"{where}: nested too deeply to be a relay configuration"]) from None
     except ValueError as error:
         raise ConfigError([f"{where}: not valid JSON ({error})"]) from None
-    return parse_config(data, where, os.environ if environ is None else environ)
+    return parse_config(data, where, os.environ if environ is None else environ, tokens=tokens)
 
 
-def parse_config(data: Any, where: str, environ: Mapping[str, str]) -> RelayConfig:
+def parse_config(data: Any, where: str, environ: Mapping[str, str], *, tokens: bool = True) -> RelayConfig:
     problems: list[str] = []
     if not isinstance(data, dict) or not isinstance(data.get("sources"), list) or not data["sources"]:
         raise ConfigError([f'{where}: expected an object with a non-empty "sources" list, like '
@@ -121,7 +124,7 @@ def parse_config(data: Any, where: str, environ: Mapping[str, str]) -> RelayConf
     seen: dict[str, int] = {}
     for index, entry in enumerate(data["sources"]):
         label = f"{where}: sources[{index}]"
-        source = _source(entry, label, environ, problems)
+        source = _source(entry, label, environ, problems, tokens)
         if source is None:
             continue
         if source.write_key in seen:
@@ -135,7 +138,8 @@ def parse_config(data: Any, where: str, environ: Mapping[str, str]) -> RelayConf
     return RelayConfig(tuple(sources), max_pending)
 
 
-def _source(entry: Any, label: str, environ: Mapping[str, str], problems: list[str]) -> Source | None:
+def _source(entry: Any, label: str, environ: Mapping[str, str], problems: list[str],
+            tokens: bool = True) -> Source | None:
     if not isinstance(entry, dict):
         problems.append(f"{label}: expected an object with writeKey, account and apiToken")
         return None
@@ -143,7 +147,8 @@ def _source(entry: Any, label: str, environ: Mapping[str, str], problems: list[s
     for key in entry:
         if key not in _SOURCE_KEYS:
             problems.append(f"{label}: unknown key {show(key)}; the keys are {', '.join(sorted(_SOURCE_KEYS - {'token'}))}")
-    values = {key: _expand(value, f"{label}.{key}", environ, problems) for key, value in entry.items()}
+    values = {key: _expand(value, f"{label}.{key}", environ, problems) for key, value in entry.items()
+              if tokens or key not in ("apiToken", "token")}
     token = values.get("apiToken", values.get("token"))
     write_key = values.get("writeKey")
     if not isinstance(write_key, str) or not _WRITE_KEY.fullmatch(write_key):
@@ -151,7 +156,7 @@ def _source(entry: Any, label: str, environ: Mapping[str, str], problems: list[s
         problems.append(f"{label}.writeKey: {found}: 1 to 200 printable ASCII characters without spaces or "
                         "colons (it is the user name of HTTP Basic auth)")
     token_named = any(line.startswith((f"{label}.apiToken", f"{label}.token")) for line in problems[before:])
-    if token in (None, "") and not token_named:
+    if tokens and token in (None, "") and not token_named:
         problems.append(f"{label}.apiToken: is required: the Drip API token of the account "
                         '(write "${DRIP_API_TOKEN}" to read it from the environment)')
     try:
@@ -163,7 +168,7 @@ def _source(entry: Any, label: str, environ: Mapping[str, str], problems: list[s
     limits = _rate_limits(values.get("rateLimits"), f"{label}.rateLimits", problems)
     if len(problems) > before or settings is None:
         return None
-    return Source(write_key=write_key, account=settings.account, api_token=settings.api_token,
+    return Source(write_key=write_key, account=settings.account, api_token=settings.api_token or "",
                   campaign_id=settings.campaign_id, key_style=settings.key_style, rate_limits=limits)
 
 
