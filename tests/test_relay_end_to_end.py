@@ -298,3 +298,31 @@ def test_a_host_that_does_not_resolve_is_one_line_and_creates_no_spool(tmp_path)
         "driptag: cannot listen on no-such-host.invalid:8088: "), result.stderr
     assert result.stderr.count("\n") == 1 and "unexpected" not in result.stderr, result.stderr
     assert not (tmp_path / "spool.sqlite3").exists()
+
+
+def test_a_reload_adds_and_removes_sources_keeps_an_invalid_file_out_and_delivers_what_was_accepted(tmp_path):
+    from driptag.relay.service import Relay
+
+    with drip_api() as drip:
+        config = write_config(tmp_path / "relay.json", source())
+        relay = Relay(config, tmp_path / "relay.sqlite3", drip.url)
+        host, port = relay.start("127.0.0.1", 0)
+        relay.url = f"http://{host}:{port}"
+        try:
+            drip.state.inject("503", count=1)  # the first request fails: what the first source accepts waits
+            assert post(relay, "/v1/track", events(1)[0]).status_code == 200
+
+            config.write_text("{not json", encoding="utf-8")
+            assert relay.reload() is False, "an invalid file must not replace the running configuration"
+            assert post(relay, "/v1/track", events(1, start=1)[0]).status_code == 200
+
+            write_config(config, source(writeKey="second-write-key"))  # the first source removed, another added
+            assert relay.reload() is True
+            assert relay.spool.pending >= 1, "the first source's records should still be waiting"
+            assert post(relay, "/v1/track", events(1, start=2)[0]).status_code == 401, "a removed write key"
+            assert post(relay, "/v1/track", events(1, start=3)[0], write_key="second-write-key").status_code == 200
+
+            wait_for(lambda: len(drip.records("events")) == 3, "what both sources accepted reached Drip")
+            assert sorted(e["properties"]["n"] for e in drip.records("events")) == [0, 1, 3]
+        finally:
+            relay.stop()

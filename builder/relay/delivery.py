@@ -298,7 +298,7 @@ class Sender:
                             source.name, len(request.records), answer.error)
             else:
                 self.spool.dead_letter(request.records, status, answer.error)
-                log.warning("source %s: Drip refused a %s record (%s); it is in the dead letters",
+                log.warning("source %s: Drip refused the %s record (%s); it is in the dead letters",
                             source.name, request.records[0].kind, answer.error)
         else:
             self.failures += 1
