@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -326,3 +327,27 @@ def test_a_reload_adds_and_removes_sources_keeps_an_invalid_file_out_and_deliver
             assert sorted(e["properties"]["n"] for e in drip.records("events")) == [0, 1, 3]
         finally:
             relay.stop()
+
+
+def test_sighup_reloads_the_configuration_even_when_the_file_looks_unchanged(tmp_path):
+    with drip_api() as drip:
+        config = write_config(tmp_path / "relay.json", source(writeKey="first-key"))
+        relay = RelayProcess(config, tmp_path / "spool.sqlite3", drip.url).wait_serving()
+        try:
+            # Same size and modification time: only the signal can make the relay read it again. (Written
+            # beside it, then renamed over it, so the relay never sees a moment where the file changed.)
+            before = config.stat()
+            replacement = write_config(tmp_path / "relay.json.new", source(writeKey="other-key"))
+            os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+            os.replace(replacement, config)
+            assert (config.stat().st_size, config.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+            assert post(relay, "/v1/track", events(1)[0], write_key="other-key").status_code == 401
+            relay.proc.send_signal(signal.SIGHUP)
+            relay.wait_for_line("configuration reloaded: 1 source")
+            assert post(relay, "/v1/track", events(1)[0], write_key="other-key").status_code == 200
+            assert post(relay, "/v1/track", events(1, start=1)[0], write_key="first-key").status_code == 401
+            wait_for(lambda: drip.records("events"), "the event sent with the reloaded write key reached Drip")
+            assert relay.signal(signal.SIGTERM) == 0
+        finally:
+            if relay.proc.poll() is None:
+                relay.kill()
