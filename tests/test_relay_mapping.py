@@ -210,7 +210,10 @@ def test_at_most_10000_values_are_copied_and_an_array_is_judged_by_its_length_fi
     ("2024-02-30T00:00:00Z", None),  # JavaScript's Date reads it as March 1
     ("2024-01-02T24:00:00Z", None),
     ("2024-01-02T03:04:05+24:00", None),
+    ("2023-12-31T23:30:00.25-01:00", "2024-01-01T00:30:00.250Z"),  # the offset carries into the next year
+    ("2024-03-01T00:30:00+01:00", "2024-02-29T23:30:00.000Z"),  # … and back into a leap day
     ("0001-01-01T00:00:00+01:00", None),  # before year 1
+    ("9999-12-31T23:59:59-00:01", None),  # after year 9999
     ("2024-01-02T03:04:05Z ", None),
     ("", None),
 ])
