@@ -9,9 +9,9 @@ run on the same machine and disk:
 
 - **ingest through /v1/batch**: 100 messages a request (analytics-python's track calls, each with a unique
   messageId, an e-mail in its properties, 10,000 people), BATCH_SENDERS concurrent keep-alive connections;
-  the first 10,000 are not counted (the plan's warm_up_messages). Messages/s and request latency p50/p99 — next to the raw
-  rate of fsynced SQLite commits on the same disk (WAL, synchronous=FULL, one row per commit): the
-  physical limit for a relay that committed each request alone. The ratio is what group commit buys.
+  the first 10,000 are not counted (the plan's warm_up_messages). Messages/s and request latency p50/p99 —
+  next to the raw rate of fsynced SQLite commits on the same disk (WAL, synchronous=FULL, one row per
+  commit): the physical limit for a relay that committed each request alone. The ratio is what group commit buys.
 - **single /v1/track**: TRACK_SENDERS concurrent keep-alive connections, one message a request: requests/s
   and latency p50/p99 — next to a bare WSGI app (it reads the body and answers `{"success": true}`)
   under waitress with the relay's settings and thread count, loaded the same way.

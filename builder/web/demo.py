@@ -331,9 +331,9 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def run_demo(*, account: str | int | None = None, campaign_id: str | int | None = None, host: str = "127.0.0.1",
              port: int = 5000, drip: str = "emulator") -> None:
-    """Serve the demo site until Ctrl+C (or SIGTERM): threaded, never with the debugger or the reloader. With the emulator,
-    the relay runs beside it for cloud mode (on a spool in a temporary folder, removed at exit), delivering to
-    the Drip REST API emulator that this server serves."""
+    """Serve the demo site until Ctrl+C (or SIGTERM): threaded, never with the debugger or the reloader. With
+    the emulator, the relay runs beside it for cloud mode (on a spool in a temporary folder, removed at exit),
+    delivering to the Drip REST API emulator that this server serves."""
     if drip not in MODES:
         raise ValueError(f"drip must be one of {', '.join(MODES)}, not {drip!r:.60}")
     if drip == "emulator" and host not in _EMULATOR_HOSTS:
